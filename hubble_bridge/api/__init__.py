@@ -1,0 +1,1 @@
+"""Generated Hubble API stubs (scripts/gen_protos.py); nothing here is hand-written."""

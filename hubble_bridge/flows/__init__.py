@@ -1,0 +1,1 @@
+"""Decoded flows: Hubble events as GetFlowsResponse messages, and their JSON form."""

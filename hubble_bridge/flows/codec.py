@@ -1,0 +1,94 @@
+"""Hubble's JSON form (`hubble observe -o json`, exporter files) to and from messages.
+
+The JSON is protojson with proto field names: one GetFlowsResponse (or
+exporter ExportEvent) per line, or a bare Flow with Hubble's legacy output.
+Unknown fields are errors, never silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from hubble_bridge.api import flow_pb2, observer_pb2
+from hubble_bridge.errors import FlowDecodeError
+
+GetFlowsResponse = observer_pb2.GetFlowsResponse
+
+# Keys of the event envelope; a line with none of them is a bare Flow.
+_ENVELOPE_KEYS = frozenset({"flow", "node_status", "lost_events", "agent_event", "debug_event", "node_name"})
+# Exporter events that are not part of the flow stream.
+_NON_FLOW_EVENTS = frozenset({"agent_event", "debug_event"})
+
+
+def parse_json_line(line: str | bytes) -> GetFlowsResponse | None:
+    """Decode one JSON line; None for exporter agent/debug events, which carry no flow.
+
+    Raises FlowDecodeError with the reason when the line is not a Hubble event.
+    """
+    try:
+        data = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise FlowDecodeError(f"invalid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise FlowDecodeError(f"expected a JSON object, got {type(data).__name__}")
+    return parse_event_dict(data)
+
+
+def parse_event_dict(data: dict[str, Any]) -> GetFlowsResponse | None:
+    if not data.keys() & _ENVELOPE_KEYS and "time" in data:
+        return _bare_flow(data)
+    if data.keys() & _NON_FLOW_EVENTS:
+        _parse(data, observer_pb2.ExportEvent())  # still validated, then skipped
+        return None
+    response = _parse(data, GetFlowsResponse())
+    if not response.WhichOneof("response_types"):
+        raise FlowDecodeError("no flow, node_status or lost_events in the event")
+    return response
+
+
+def _bare_flow(data: dict[str, Any]) -> GetFlowsResponse:
+    flow = _parse(data, flow_pb2.Flow())
+    response = GetFlowsResponse(node_name=flow.node_name)
+    response.flow.CopyFrom(flow)
+    response.time.CopyFrom(flow.time)
+    return response
+
+
+def _parse(data: dict[str, Any], message: Any) -> Any:
+    try:
+        return json_format.ParseDict(data, message, ignore_unknown_fields=False)
+    except json_format.ParseError as exc:
+        # ParseError appends a list of every field name; the first line says it all.
+        raise FlowDecodeError(str(exc).splitlines()[0]) from None
+    except (TypeError, ValueError, AttributeError) as exc:  # type errors deep in ParseDict
+        raise FlowDecodeError(f"invalid value: {exc}") from None
+
+
+def to_json_dict(message: Any) -> dict[str, Any]:
+    """The protojson form Hubble prints: proto field names, enums as names, no defaults."""
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def to_json_line(message: Any) -> bytes:
+    return orjson.dumps(to_json_dict(message))
+
+
+def timestamp_ns(ts: Timestamp) -> int:
+    return ts.seconds * 1_000_000_000 + ts.nanos
+
+
+def timestamp_from_ns(ns: int) -> Timestamp:
+    return Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
+
+
+def event_time_ns(response: GetFlowsResponse) -> int:
+    """The event's time: the response time, else the flow's own time."""
+    if response.HasField("time"):
+        return timestamp_ns(response.time)
+    if response.HasField("flow"):
+        return timestamp_ns(response.flow.time)
+    return 0
