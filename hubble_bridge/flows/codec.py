@@ -18,8 +18,8 @@ from hubble_bridge.errors import FlowDecodeError
 
 GetFlowsResponse = observer_pb2.GetFlowsResponse
 
-# Keys of the event envelope; a line with none of them is a bare Flow.
-_ENVELOPE_KEYS = frozenset({"flow", "node_status", "lost_events", "agent_event", "debug_event", "node_name"})
+# The envelope's oneof keys; a line with none of them is a bare Flow (which has node_name and time too).
+_ENVELOPE_KEYS = frozenset({"flow", "node_status", "lost_events", "agent_event", "debug_event"})
 # Exporter events that are not part of the flow stream.
 _NON_FLOW_EVENTS = frozenset({"agent_event", "debug_event"})
 
@@ -39,7 +39,7 @@ def parse_json_line(line: str | bytes) -> GetFlowsResponse | None:
 
 
 def parse_event_dict(data: dict[str, Any]) -> GetFlowsResponse | None:
-    if not data.keys() & _ENVELOPE_KEYS and "time" in data:
+    if not data.keys() & _ENVELOPE_KEYS and data.keys() - {"node_name", "time"}:
         return _bare_flow(data)
     if data.keys() & _NON_FLOW_EVENTS:
         _parse(data, observer_pb2.ExportEvent())  # still validated, then skipped
@@ -92,3 +92,11 @@ def event_time_ns(response: GetFlowsResponse) -> int:
     if response.HasField("flow"):
         return timestamp_ns(response.flow.time)
     return 0
+
+
+def enum_name(enum: Any, value: int) -> str:
+    """The enum value's name, or its number for values newer than our schema."""
+    try:
+        return str(enum.Name(value))
+    except ValueError:
+        return str(value)
