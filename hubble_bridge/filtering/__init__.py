@@ -1,0 +1,1 @@
+"""Hubble FlowFilter semantics, split by concern; import from hubble_bridge.filters."""
