@@ -1,0 +1,44 @@
+"""The small interface every metric family implements, as Hubble's handlers do.
+
+A family is built once from its parsed options (unknown options fail here, never
+per flow), then `process` is called for every flow and returns at once when
+the flow is not the family's. `series` lists its metrics for snapshots.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from hubble_bridge.mapping.metrics.facts import FlowFacts
+from hubble_bridge.mapping.metrics.options import ContextOptions
+from hubble_bridge.mapping.metrics.series import Series
+
+
+class Family:
+    name: ClassVar[str]
+    # Family-specific option keys, lower-case (Hubble matches them case-insensitively).
+    flags: ClassVar[frozenset[str]] = frozenset()
+    # Families that cannot be enabled together with this one.
+    conflicts: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, context: ContextOptions, flags: dict[str, str], limit: int, errors: list[str]) -> None:
+        self.context = context
+        # Hot path: skip the context lookup entirely for the common no-context case.
+        self.has_context = not context.empty
+
+    def process(self, facts: FlowFacts) -> None:
+        raise NotImplementedError
+
+    def series(self) -> list[Series]:
+        raise NotImplementedError
+
+
+def bool_flag(family: str, flags: dict[str, str], key: str, errors: list[str]) -> bool:
+    """A switch: absent is off; `key`, `key=true` are on; `key=false` is off."""
+    value = flags.get(key)
+    if value is None:
+        return False
+    if value.lower() in ("", "true", "false"):
+        return value.lower() != "false"
+    errors.append(f"metrics family {family!r}: option {key} must be true or false, got {value!r}")
+    return False

@@ -1,0 +1,101 @@
+"""What the metric families read from a flow, extracted once per flow.
+
+Every family needs the verdict, the event type, the L4/L7 kind or the
+protocol; reading them once and sharing them is most of what keeps ten families
+cheap. One FlowFacts is reused for every flow (no per-flow allocation); `seq`
+tells caches keyed on the flow (context label values) that the flow changed.
+"""
+
+from __future__ import annotations
+
+from hubble_bridge.api import flow_pb2
+from hubble_bridge.mapping.metrics.names import (
+    DROPPED,
+    EVENT_ACCESS_LOG,
+    EVENT_CAPTURE,
+    EVENT_DROP,
+    EVENT_POLICY_VERDICT,
+    EVENT_TRACE,
+    L7_PROTOCOL,
+    VERDICT,
+)
+
+_L4_EVENTS = frozenset({EVENT_DROP, EVENT_TRACE, EVENT_POLICY_VERDICT, EVENT_CAPTURE})
+
+
+class FlowFacts:
+    """The shared, already-decoded view of the current flow."""
+
+    __slots__ = (
+        "direction",
+        "event_type",
+        "flow",
+        "l4_kind",
+        "l7_kind",
+        "protocol",
+        "seq",
+        "sub_type",
+        "verdict",
+        "verdict_name",
+    )
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.flow = flow_pb2.Flow()
+        self.verdict = 0
+        self.verdict_name = ""
+        self.direction = 0
+        self.event_type = 0
+        self.sub_type = 0
+        self.l4_kind: str | None = None  # the l4 oneof arm: "TCP", "UDP", "ICMPv4", ...
+        self.l7_kind: str | None = None  # the l7 oneof arm: "dns", "http", "kafka"
+        self.protocol = ""
+
+    def load(self, flow: flow_pb2.Flow) -> None:
+        self.seq += 1
+        self.flow = flow
+        verdict = self.verdict = flow.verdict
+        self.verdict_name = VERDICT.get(verdict) or str(verdict)
+        self.direction = flow.traffic_direction
+        l4_kind = self.l4_kind = flow.l4.WhichOneof("protocol")
+        l7_kind = self.l7_kind = flow.l7.WhichOneof("record") if flow.HasField("l7") else None
+        if flow.HasField("event_type"):
+            event = flow.event_type
+            event_type = self.event_type = event.type
+            self.sub_type = event.sub_type
+            if event_type == EVENT_ACCESS_LOG:
+                self.protocol = L7_PROTOCOL[l7_kind] if l7_kind else "Unknown L7"
+            elif event_type in _L4_EVENTS:
+                self.protocol = l4_kind or "Unknown L4"
+            else:
+                self.protocol = "Unknown flow"
+            return
+        # Field-masked exporter output often lacks event_type: infer what the rest of the flow shows.
+        self.sub_type = 0
+        if l7_kind or flow.HasField("l7"):
+            self.event_type = EVENT_ACCESS_LOG
+        elif verdict == DROPPED:
+            self.event_type = EVENT_DROP
+        else:
+            self.event_type = 0
+        if l7_kind:
+            self.protocol = L7_PROTOCOL[l7_kind]
+        else:
+            self.protocol = l4_kind or "Unknown flow"
+
+
+def trace_id(flow: flow_pb2.Flow) -> bytes:
+    """The W3C trace id of the flow as 16 bytes, or b"" when absent or malformed."""
+    if not flow.HasField("trace_context"):
+        return b""
+    text = flow.trace_context.parent.trace_id
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        return b""
+    return raw if len(raw) == 16 and any(raw) else b""
+
+
+def time_ns(flow: flow_pb2.Flow) -> int:
+    ts = flow.time
+    return ts.seconds * 1_000_000_000 + ts.nanos

@@ -1,0 +1,1 @@
+"""One module per Hubble metric family (cilium pkg/hubble/metrics/<family>)."""

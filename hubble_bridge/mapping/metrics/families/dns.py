@@ -1,0 +1,62 @@
+"""`dns`: hubble_dns_queries_total, hubble_dns_responses_total, hubble_dns_response_types_total.
+
+Options: `query` adds the queried name as a label; `ignoreAAAA` skips flows
+whose only question type is AAAA. A denied query counts as a query with
+rcode "Policy denied". When is_reply is missing (older agents), the L7 type
+(REQUEST/RESPONSE) says which side the flow is.
+"""
+
+from __future__ import annotations
+
+from hubble_bridge.mapping.metrics.base import Family, bool_flag
+from hubble_bridge.mapping.metrics.facts import FlowFacts
+from hubble_bridge.mapping.metrics.names import DNS_RCODE, DROPPED, L7_RESPONSE
+from hubble_bridge.mapping.metrics.options import ContextOptions
+from hubble_bridge.mapping.metrics.series import Counter, Series
+
+
+class DnsFamily(Family):
+    name = "dns"
+    flags = frozenset({"query", "ignoreaaaa"})
+
+    def __init__(self, context: ContextOptions, flags: dict[str, str], limit: int, errors: list[str]) -> None:
+        super().__init__(context, flags, limit, errors)
+        self.include_query = bool_flag(self.name, flags, "query", errors)
+        self.ignore_aaaa = bool_flag(self.name, flags, "ignoreaaaa", errors)
+        ctx = context.label_names
+        query = ("query",) if self.include_query else ()
+        labels = (*ctx, "rcode", "qtypes", "ips_returned", *query)
+        self.queries = Counter("hubble.dns_queries", "Number of DNS queries observed", labels, limit)
+        self.responses = Counter("hubble.dns_responses", "Number of DNS responses observed", labels, limit)
+        type_labels = (*ctx, "type", "qtypes", *query)
+        self.response_types = Counter(
+            "hubble.dns_response_types", "Number of DNS response types", type_labels, limit
+        )
+
+    def process(self, facts: FlowFacts) -> None:
+        if facts.l7_kind != "dns":
+            return
+        flow = facts.flow
+        l7 = flow.l7
+        dns = l7.dns
+        qtypes_list = dns.qtypes
+        if self.ignore_aaaa and len(qtypes_list) == 1 and qtypes_list[0] == "AAAA":
+            return
+        context = self.context.values(facts) if self.has_context else ()
+        qtypes = ",".join(qtypes_list)
+        query = (dns.query,) if self.include_query else ()
+        ips = str(len(dns.ips))
+        if facts.verdict == DROPPED:
+            self.queries.inc((*context, "Policy denied", qtypes, ips, *query))
+            return
+        reply = flow.is_reply.value if flow.HasField("is_reply") else l7.type == L7_RESPONSE
+        if not reply:
+            self.queries.inc((*context, "", qtypes, ips, *query))
+            return
+        rcode = DNS_RCODE.get(dns.rcode) or str(dns.rcode)
+        self.responses.inc((*context, rcode, qtypes, ips, *query))
+        for rrtype in dns.rrtypes:
+            self.response_types.inc((*context, rrtype, qtypes, *query))
+
+    def series(self) -> list[Series]:
+        return [self.queries, self.responses, self.response_types]

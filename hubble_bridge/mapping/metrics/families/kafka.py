@@ -1,0 +1,42 @@
+"""`kafka`: hubble_kafka_requests_total and hubble_kafka_request_duration_seconds (REQUEST flows)."""
+
+from __future__ import annotations
+
+from hubble_bridge.mapping.metrics.base import Family
+from hubble_bridge.mapping.metrics.facts import FlowFacts
+from hubble_bridge.mapping.metrics.names import L7_REQUEST, REPORTER
+from hubble_bridge.mapping.metrics.options import ContextOptions
+from hubble_bridge.mapping.metrics.series import PROMETHEUS_DEFAULT_BUCKETS, Counter, Histogram, Series
+
+
+class KafkaFamily(Family):
+    name = "kafka"
+
+    def __init__(self, context: ContextOptions, flags: dict[str, str], limit: int, errors: list[str]) -> None:
+        super().__init__(context, flags, limit, errors)
+        ctx = context.label_names
+        labels = (*ctx, "topic", "api_key", "error_code", "reporter")
+        self.requests = Counter("hubble.kafka_requests", "Count of Kafka requests", labels, limit)
+        self.duration = Histogram(
+            "hubble.kafka_request_duration",
+            "Quantiles of Kafka request duration in seconds",
+            (*ctx, "topic", "api_key", "reporter"),
+            limit,
+            PROMETHEUS_DEFAULT_BUCKETS,
+        )
+
+    def process(self, facts: FlowFacts) -> None:
+        if facts.l7_kind != "kafka":
+            return
+        l7 = facts.flow.l7
+        if l7.type != L7_REQUEST:
+            return
+        kafka = l7.kafka
+        context = self.context.values(facts) if self.has_context else ()
+        reporter = REPORTER.get(facts.direction, "unknown")
+        # Hubble formats error_code with Go's string(int32), i.e. as a rune; the number is what is meant.
+        self.requests.inc((*context, kafka.topic, kafka.api_key, str(kafka.error_code), reporter))
+        self.duration.observe((*context, kafka.topic, kafka.api_key, reporter), l7.latency_ns / 1e9)
+
+    def series(self) -> list[Series]:
+        return [self.requests, self.duration]
