@@ -1,0 +1,315 @@
+"""Hubble events to log records: drops, policy denials, audits, lost events, node status.
+
+Which flows make a record, and as what (event_name, severity):
+
+- a PolicyVerdict event (event_type 5) that denies, when `policy_denials`:
+  "hubble.policy.denied", WARN. Denying means verdict DROPPED/ERROR or a non-empty
+  ingress/egress_denied_by list, whatever `verdicts` says; an AUDIT verdict is
+  never a denial (audit mode does not enforce).
+- a verdict listed in `verdicts`: DROPPED -> "hubble.flow.dropped" WARN,
+  ERROR -> "hubble.flow.error" ERROR, AUDIT -> "hubble.flow.audit" INFO,
+  any other listed verdict -> "hubble.flow" INFO.
+- any other flow only with `all_flows`: "hubble.flow", INFO.
+
+Lost events: "hubble.lost_events", WARN. Node status: "hubble.node_status",
+WARN when nodes are unavailable or in error, else INFO.
+
+The body is the line `hubble observe -o compact` prints (summary.py), URLs
+redacted. The resource is the endpoint where the flow was observed: the
+destination for INGRESS, the source for EGRESS, and with no direction the source
+if it is a pod, else the destination. Node-level events get a node resource.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+
+from hubble_bridge.api import flow_pb2, observer_pb2, relay_pb2
+from hubble_bridge.errors import ConfigError
+from hubble_bridge.flows.codec import timestamp_ns
+from hubble_bridge.mapping import semconv as sc
+from hubble_bridge.mapping.limits import AttributeLimits, apply_limits, limit_str
+from hubble_bridge.mapping.redact import RedactConfig, redact_url
+from hubble_bridge.mapping.resource import UNKNOWN_SERVICE, endpoint_resource, split_node_name, workload_name
+from hubble_bridge.mapping.summary import compact_summary, enum_name, policy_match_text
+from hubble_bridge.telemetry import Attributes, LogRecord, Resource, Severity, make_resource
+
+EVENT_FLOW_DROPPED = "hubble.flow.dropped"
+EVENT_FLOW_ERROR = "hubble.flow.error"
+EVENT_FLOW_AUDIT = "hubble.flow.audit"
+EVENT_POLICY_DENIED = "hubble.policy.denied"
+EVENT_FLOW = "hubble.flow"
+EVENT_LOST_EVENTS = "hubble.lost_events"
+EVENT_NODE_STATUS = "hubble.node_status"
+# service.name of records about Hubble itself rather than a workload.
+NODE_SERVICE_NAME = "hubble"
+
+_VERDICT_EVENTS = {
+    flow_pb2.DROPPED: (EVENT_FLOW_DROPPED, Severity.WARN),
+    flow_pb2.ERROR: (EVENT_FLOW_ERROR, Severity.ERROR),
+    flow_pb2.AUDIT: (EVENT_FLOW_AUDIT, Severity.INFO),
+}
+_DENYING_VERDICTS = frozenset({flow_pb2.DROPPED, flow_pb2.ERROR})
+_EVENT_POLICY_VERDICT = 5
+# pkg/monitor/api MessageTypeName*: flow.event_type.type.
+_EVENT_TYPE_NAMES = {1: "drop", 2: "debug", 3: "capture", 4: "trace", 5: "policy-verdict", 7: "trace-sock",
+                     129: "l7", 130: "agent"}  # fmt: skip
+# IANA protocol keywords, lower case, as network.transport values.
+_TRANSPORTS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp", "ICMPv4": "icmp", "ICMPv6": "ipv6-icmp",
+               "IGMP": "igmp", "VRRP": "vrrp"}  # fmt: skip
+_NETWORK_TYPES = {flow_pb2.IPv4: "ipv4", flow_pb2.IPv6: "ipv6"}
+_ENDPOINT_FIELDS = ("namespace", "pod", "workload", "identity", "labels")
+_ENDPOINT_KEYS = {
+    side: {f: sc.HUBBLE_ENDPOINT_TEMPLATE.format(side=side, field=f) for f in _ENDPOINT_FIELDS}
+    for side in ("source", "destination")
+}
+_NODE_WARN_STATES = frozenset({relay_pb2.NODE_UNAVAILABLE, relay_pb2.NODE_ERROR})
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    verdicts: frozenset[str] = frozenset({"DROPPED", "ERROR", "AUDIT"})  # Verdict names that make a record
+    policy_denials: bool = True  # denying PolicyVerdict events make a record whatever their verdict
+    all_flows: bool = False  # one record per flow
+    cluster_name: str = ""
+    redact: RedactConfig = field(default_factory=RedactConfig)
+    limits: AttributeLimits = field(default_factory=AttributeLimits)
+    _verdict_codes: frozenset[int] = field(init=False, repr=False, compare=False, default=frozenset())
+    _rewrite_url: Callable[[str], str] | None = field(init=False, repr=False, compare=False, default=None)
+
+    def __post_init__(self) -> None:
+        # Resolved once so the per-flow check is an int set lookup; unknown names are validate()'s job.
+        known = flow_pb2.Verdict.DESCRIPTOR.values_by_name
+        codes = frozenset(known[v.upper()].number for v in self.verdicts if v.upper() in known)
+        object.__setattr__(self, "_verdict_codes", codes)
+        object.__setattr__(self, "_rewrite_url", partial(redact_url, cfg=self.redact))
+
+    def validate(self) -> None:
+        problems = []
+        if isinstance(self.verdicts, str):
+            problems.append(f"logs.verdicts: expected a list of verdict names, got {self.verdicts!r}")
+        else:
+            known = flow_pb2.Verdict.DESCRIPTOR.values_by_name
+            unknown = sorted(v for v in self.verdicts if str(v).upper() not in known)
+            if unknown:
+                names = ", ".join(map(repr, unknown))
+                problems.append(f"logs.verdicts: unknown verdict {names} (known: {', '.join(known)})")
+        for part in (self.redact, self.limits):
+            try:
+                part.validate()
+            except ConfigError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+
+def event_log(response: observer_pb2.GetFlowsResponse, config: LogConfig) -> LogRecord | None:
+    """The record for any GetFlowsResponse: a flow (if selected), lost events or node status."""
+    kind = response.WhichOneof("response_types")
+    if kind == "flow":
+        return flow_log(response, config)
+    if kind == "lost_events":
+        return lost_events_log(response, config)
+    if kind == "node_status":
+        return node_status_log(response, config)
+    return None
+
+
+def flow_log(response: observer_pb2.GetFlowsResponse, config: LogConfig) -> LogRecord | None:
+    """The record for a flow, or None when the configuration does not select it."""
+    if not response.HasField("flow"):
+        return None
+    flow = response.flow
+    verdict = flow.verdict
+    if config.policy_denials and flow.event_type.type == _EVENT_POLICY_VERDICT and _denies(flow):
+        event, severity = EVENT_POLICY_DENIED, Severity.WARN
+    elif verdict in config._verdict_codes:
+        event, severity = _VERDICT_EVENTS.get(verdict, (EVENT_FLOW, Severity.INFO))
+    elif config.all_flows:
+        event, severity = EVENT_FLOW, Severity.INFO
+    else:
+        return None
+    node_name = flow.node_name or response.node_name
+    limits = config.limits
+    return LogRecord(
+        resource=endpoint_resource(_observed_endpoint(flow), node_name, config.cluster_name),
+        time_ns=timestamp_ns(flow.time if flow.HasField("time") else response.time),
+        severity=severity,
+        body=limit_str(compact_summary(response, config._rewrite_url), limits.max_value_length),
+        attributes=apply_limits(_flow_attributes(flow, node_name), limits),
+        event_name=event,
+        trace_id=_trace_id(flow.trace_context.parent.trace_id),
+    )
+
+
+def lost_events_log(response: observer_pb2.GetFlowsResponse, config: LogConfig) -> LogRecord:
+    lost = response.lost_events
+    attributes: Attributes = {
+        sc.HUBBLE_LOST_EVENTS_SOURCE: enum_name(flow_pb2.LostEventSource, lost.source),
+        sc.HUBBLE_LOST_EVENTS_COUNT: lost.num_events_lost,
+    }
+    if lost.HasField("cpu"):
+        attributes[sc.HUBBLE_LOST_EVENTS_CPU] = lost.cpu.value
+    if response.node_name:
+        attributes[sc.HUBBLE_NODE_NAME] = response.node_name
+    if response.HasField("time"):
+        time_ns = timestamp_ns(response.time)
+    else:
+        time_ns = timestamp_ns(lost.last if lost.HasField("last") else lost.first)
+    return _node_record(response, config, time_ns, Severity.WARN, EVENT_LOST_EVENTS, attributes)
+
+
+def node_status_log(response: observer_pb2.GetFlowsResponse, config: LogConfig) -> LogRecord:
+    status = response.node_status
+    attributes: Attributes = {
+        sc.HUBBLE_NODE_STATE: enum_name(relay_pb2.NodeState, status.state_change),
+        sc.HUBBLE_NODE_NAMES: list(status.node_names),
+    }
+    if status.message:
+        attributes[sc.HUBBLE_NODE_STATUS_MESSAGE] = status.message
+    if response.node_name:
+        attributes[sc.HUBBLE_NODE_NAME] = response.node_name
+    severity = Severity.WARN if status.state_change in _NODE_WARN_STATES else Severity.INFO
+    return _node_record(
+        response, config, timestamp_ns(response.time), severity, EVENT_NODE_STATUS, attributes
+    )
+
+
+def _node_record(
+    response: observer_pb2.GetFlowsResponse,
+    config: LogConfig,
+    time_ns: int,
+    severity: Severity,
+    event: str,
+    attributes: Attributes,
+) -> LogRecord:
+    limits = config.limits
+    return LogRecord(
+        resource=_node_resource(response.node_name, config.cluster_name),
+        time_ns=time_ns,
+        severity=severity,
+        body=limit_str(compact_summary(response), limits.max_value_length),
+        attributes=apply_limits(attributes, limits),
+        event_name=event,
+    )
+
+
+def _node_resource(node_name: str, cluster_name: str) -> Resource:
+    cluster, node = split_node_name(node_name)
+    return make_resource(
+        {
+            sc.SERVICE_NAME: NODE_SERVICE_NAME,
+            sc.K8S_NODE_NAME: node,
+            sc.K8S_CLUSTER_NAME: cluster or cluster_name,
+        }
+    )
+
+
+def _denies(flow: flow_pb2.Flow) -> bool:
+    if flow.verdict == flow_pb2.AUDIT:
+        return False
+    return flow.verdict in _DENYING_VERDICTS or bool(flow.ingress_denied_by) or bool(flow.egress_denied_by)
+
+
+def _observed_endpoint(flow: flow_pb2.Flow) -> flow_pb2.Endpoint:
+    direction = flow.traffic_direction
+    if direction == flow_pb2.INGRESS:
+        return flow.destination
+    if direction == flow_pb2.EGRESS:
+        return flow.source
+    return flow.source if flow.source.pod_name else flow.destination
+
+
+def _flow_attributes(flow: flow_pb2.Flow, node_name: str) -> Attributes:
+    attrs: Attributes = {}
+    ip = flow.IP
+    if ip.source:
+        attrs[sc.SOURCE_ADDRESS] = ip.source
+    if ip.destination:
+        attrs[sc.DESTINATION_ADDRESS] = ip.destination
+    network_type = _NETWORK_TYPES.get(ip.ipVersion)
+    if network_type:
+        attrs[sc.NETWORK_TYPE] = network_type
+    proto = flow.l4.WhichOneof("protocol")
+    if proto is not None:
+        attrs[sc.NETWORK_TRANSPORT] = _TRANSPORTS.get(proto, proto.lower())
+        l4 = getattr(flow.l4, proto)
+        if proto in ("TCP", "UDP", "SCTP"):
+            if l4.source_port:
+                attrs[sc.SOURCE_PORT] = l4.source_port
+            if l4.destination_port:
+                attrs[sc.DESTINATION_PORT] = l4.destination_port
+        elif proto in ("ICMPv4", "ICMPv6"):
+            attrs[sc.HUBBLE_ICMP_TYPE] = l4.type
+            attrs[sc.HUBBLE_ICMP_CODE] = l4.code
+
+    attrs[sc.HUBBLE_VERDICT] = enum_name(flow_pb2.Verdict, flow.verdict)
+    reason = flow.drop_reason_desc or flow.drop_reason
+    if reason:
+        attrs[sc.HUBBLE_DROP_REASON] = enum_name(flow_pb2.DropReason, reason)
+        attrs[sc.HUBBLE_DROP_REASON_CODE] = reason
+    if flow.traffic_direction:
+        attrs[sc.HUBBLE_TRAFFIC_DIRECTION] = enum_name(flow_pb2.TrafficDirection, flow.traffic_direction)
+    event_type = flow.event_type.type
+    if flow.HasField("event_type"):
+        attrs[sc.HUBBLE_EVENT_TYPE] = _EVENT_TYPE_NAMES.get(event_type, str(event_type))
+    if flow.trace_observation_point:
+        attrs[sc.HUBBLE_TRACE_OBSERVATION_POINT] = enum_name(
+            flow_pb2.TraceObservationPoint, flow.trace_observation_point
+        )
+    if event_type == _EVENT_POLICY_VERDICT or flow.policy_match_type:
+        attrs[sc.HUBBLE_POLICY_MATCH_TYPE] = policy_match_text(flow.policy_match_type)
+    policies = _policy_names(flow)
+    if policies:
+        attrs[sc.HUBBLE_POLICY_NAMES] = policies
+    if flow.HasField("is_reply"):
+        attrs[sc.HUBBLE_IS_REPLY] = flow.is_reply.value
+    if node_name:
+        attrs[sc.HUBBLE_NODE_NAME] = node_name
+    if flow.uuid:
+        attrs[sc.HUBBLE_FLOW_UUID] = flow.uuid
+    _endpoint_attributes(attrs, _ENDPOINT_KEYS["source"], flow.source)
+    _endpoint_attributes(attrs, _ENDPOINT_KEYS["destination"], flow.destination)
+    return attrs
+
+
+def _endpoint_attributes(attrs: Attributes, keys: dict[str, str], endpoint: flow_pb2.Endpoint) -> None:
+    if endpoint.namespace:
+        attrs[keys["namespace"]] = endpoint.namespace
+    if endpoint.pod_name:
+        attrs[keys["pod"]] = endpoint.pod_name
+    workload = workload_name(endpoint)
+    if workload != UNKNOWN_SERVICE:
+        attrs[keys["workload"]] = workload
+    if endpoint.identity:
+        attrs[keys["identity"]] = endpoint.identity
+    if endpoint.labels:
+        attrs[keys["labels"]] = list(endpoint.labels)
+
+
+def _policy_names(flow: flow_pb2.Flow) -> list[str]:
+    names: list[str] = []
+    for policies in (
+        flow.ingress_denied_by,
+        flow.egress_denied_by,
+        flow.ingress_allowed_by,
+        flow.egress_allowed_by,
+    ):
+        for policy in policies:
+            name = f"{policy.namespace}/{policy.name}" if policy.namespace else policy.name
+            if name and name not in names:
+                names.append(name)
+    return names
+
+
+def _trace_id(hex_id: str) -> bytes:
+    """The W3C trace id as 16 bytes; b"" when absent, malformed or all zero (invalid per W3C)."""
+    if len(hex_id) != 32:
+        return b""
+    try:
+        raw = bytes.fromhex(hex_id)
+    except ValueError:
+        return b""
+    return raw if len(raw) == 16 and any(raw) else b""
