@@ -1,0 +1,200 @@
+"""Entry points of `bridge` and `convert`: build the source, sinks and endpoints from config, then run."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from hubble_bridge.config import BridgeConfig
+from hubble_bridge.errors import BridgeError
+from hubble_bridge.filters import FlowFilterSet, filters_from_json
+from hubble_bridge.pipeline import Bridge, Sink
+from hubble_bridge.sources.base import FlowSource
+
+log = logging.getLogger("hubble_bridge")
+
+
+def build_filters(config: BridgeConfig) -> FlowFilterSet | None:
+    whitelist = filters_from_json(config.source.whitelist) if config.source.whitelist else []
+    blacklist = filters_from_json(config.source.blacklist) if config.source.blacklist else []
+    if not whitelist and not blacklist:
+        return None
+    return FlowFilterSet(whitelist, blacklist)
+
+
+def build_source(
+    config: BridgeConfig, filters: FlowFilterSet | None, stats_hook: Callable[[str], None]
+) -> FlowSource:
+    if config.source.relay:
+        from hubble_bridge.sources.resilient import ResilientRelaySource
+
+        return ResilientRelaySource(
+            config.source, filters, on_reconnect=lambda: stats_hook("source.reconnects")
+        )
+
+    from hubble_bridge.sources.files import FileSource
+
+    def report(problem: object) -> None:
+        stats_hook("input.invalid")
+        log.warning("skipped %s", problem)
+
+    return FileSource(
+        config.source.files,
+        follow=config.source.follow,
+        accept=filters.matches if filters else None,
+        on_problem=report,
+    )
+
+
+def build_sinks(config: BridgeConfig) -> list[Sink]:
+    from hubble_bridge.sinks.otlp_export import OtlpExporter
+
+    sinks: list[Sink] = []
+    if config.export.otlp:
+        sinks.append(OtlpExporter(config.otlp))
+    if config.export.output_file:
+        sinks.append(_FileSink(config.export.output_file))
+    return sinks
+
+
+class _FileSink:
+    """The OTLP-JSON file as a pipeline sink (shutdown = flush and close)."""
+
+    def __init__(self, path: str) -> None:
+        from hubble_bridge.sinks.otlp_json import OtlpJsonFileSink
+
+        self._file = OtlpJsonFileSink(path)
+        self.export_traces = self._file.export_traces
+        self.export_logs = self._file.export_logs
+        self.export_metrics = self._file.export_metrics
+
+    def shutdown(self) -> None:
+        self._file.close()
+
+
+def run_bridge(config: BridgeConfig) -> int:
+    filters = build_filters(config)
+    holder: dict[str, Bridge] = {}
+    source = build_source(config, filters, lambda name: holder["bridge"].stats.add(name))
+    bridge = Bridge(config, source, build_sinks(config))
+    holder["bridge"] = bridge
+    endpoints = _start_endpoints(config, bridge)
+    _install_signal_handlers(bridge)
+    where = config.source.relay or ", ".join(config.source.files)
+    log.info("bridging flows from %s", where)
+    try:
+        code = bridge.run()
+    finally:
+        for endpoint in endpoints:
+            endpoint.stop()
+    if bridge.error:
+        print(f"hubble-otlp: error: {bridge.error}", file=sys.stderr)
+    return code
+
+
+def _start_endpoints(config: BridgeConfig, bridge: Bridge) -> list[Any]:
+    from hubble_bridge.sinks.http_server import HttpEndpoint
+    from hubble_bridge.sinks.prometheus import metrics_route
+
+    endpoints = []
+    if config.metrics_listen:
+        ep = HttpEndpoint(config.metrics_listen, {"/metrics": metrics_route(lambda: [bridge.snapshot()])})
+        host, port = ep.start()
+        log.info("Prometheus metrics on http://%s:%d/metrics", host, port)
+        endpoints.append(ep)
+    if config.health_listen:
+
+        def healthz(_headers: dict[str, str]) -> tuple[int, str, bytes]:
+            return 200, "text/plain", b"ok\n"
+
+        def readyz(_headers: dict[str, str]) -> tuple[int, str, bytes]:
+            if bridge.ready:
+                return 200, "text/plain", b"ready\n"
+            return 503, "text/plain", b"not ready: source not connected or export failing\n"
+
+        ep = HttpEndpoint(config.health_listen, {"/healthz": healthz, "/readyz": readyz})
+        host, port = ep.start()
+        log.info("health endpoints on http://%s:%d/healthz and /readyz", host, port)
+        endpoints.append(ep)
+    return endpoints
+
+
+def _install_signal_handlers(bridge: Bridge) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handle(signum: int, _frame: object) -> None:
+        log.info("received %s: flushing and stopping", signal.Signals(signum).name)
+        bridge.stop()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    """Flow files in, OTLP JSON lines out: the same telemetry the bridge would export."""
+    from hubble_bridge.config import load_config
+
+    layer: dict[str, Any] = {
+        "source": {"files": list(args.files)},
+        "export": {"otlp": False, "output_file": args.output},
+    }
+    if args.cluster_name:
+        layer["cluster_name"] = args.cluster_name
+    for name, key in (("allow", "whitelist"), ("deny", "blacklist")):
+        values: Sequence[str] | None = getattr(args, name)
+        if values:
+            from hubble_bridge.cli import _json_arg
+
+            layer["source"][key] = [_json_arg(v, f"--{name}") for v in values]
+    config = load_config(layer, args.config, environ={})
+    filters = build_filters(config)
+    holder: dict[str, Bridge] = {}
+    source = build_source(config, filters, lambda name: holder["bridge"].stats.add(name))
+    bridge = Bridge(config, source, build_sinks(config))
+    holder["bridge"] = bridge
+    progress = _Progress(bridge) if sys.stderr.isatty() else None
+    if progress:
+        progress.start()
+    try:
+        code = bridge.run()
+    finally:
+        if progress:
+            progress.stop()
+    stats = bridge.stats
+    print(
+        f"converted {stats.total('flows.received')} events from {len(args.files)} file(s) to {args.output}; "
+        f"{stats.total('input.invalid')} invalid line(s) skipped",
+        file=sys.stderr,
+    )
+    if bridge.error:
+        raise BridgeError(bridge.error)
+    return code
+
+
+class _Progress:
+    """A one-line progress display on a terminal's stderr."""
+
+    def __init__(self, bridge: Bridge) -> None:
+        self.bridge = bridge
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        sys.stderr.write("\r\033[K")
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            n = self.bridge.stats.total("flows.received")
+            sys.stderr.write(f"\r\033[Kconverting... {n} events")
+            sys.stderr.flush()

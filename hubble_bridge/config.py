@@ -1,0 +1,157 @@
+"""The bridge's one typed configuration.
+
+Precedence: command-line flags > environment (OTEL_* and HUBBLE_OTLP_*) > the
+YAML file given with --config > defaults. Each component owns its dataclass
+(OtlpConfig, MetricsConfig, SpanConfig, LogConfig...); BridgeConfig composes
+them and `load_config` resolves the layers, reporting every problem at once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import yaml
+
+from hubble_bridge.configload import build, load_yaml, merge, parse_key_values, to_plain
+from hubble_bridge.errors import ConfigError
+from hubble_bridge.mapping.logs import LogConfig
+from hubble_bridge.mapping.metrics import MetricsConfig
+from hubble_bridge.mapping.redact import RedactConfig
+from hubble_bridge.mapping.spans import SpanConfig
+from hubble_bridge.sinks.otlp_config import OtlpConfig
+from hubble_bridge.tls import ClientTlsOptions
+
+MASK = "***"
+
+
+@dataclass
+class SourceConfig:
+    relay: str = ""  # host:port or unix:///path of Hubble Relay or a Hubble server
+    files: list[str] = field(default_factory=list)  # exporter files / `hubble observe -o json` output
+    follow: bool = False  # files: keep reading as they grow (tail -F)
+    tls: ClientTlsOptions = field(default_factory=ClientTlsOptions)
+    whitelist: list[Any] = field(default_factory=list)  # protojson FlowFilter objects (OR)
+    blacklist: list[Any] = field(default_factory=list)
+    since: str = ""  # RFC 3339 time or a duration like "5m" (relay only)
+    first: int = 0  # relay: the oldest N flows in Relay's buffer, then stop
+    number: int = 0  # relay: the last N flows, then follow
+
+
+@dataclass
+class ExportConfig:
+    traces: bool = True
+    metrics: bool = True
+    logs: bool = True
+    otlp: bool = True  # export over OTLP to otlp.endpoint
+    output_file: str = ""  # also write OTLP JSON lines (the Collector file-exporter format)
+    flush_interval_s: float = 5.0  # spans and logs (OTEL_BSP_SCHEDULE_DELAY)
+    metric_interval_s: float = 15.0  # OTEL_METRIC_EXPORT_INTERVAL
+    max_batch: int = 2048  # spans or logs in one export request
+    queue_batches: int = 64  # source-to-mapping queue, in batches of up to 512 events
+    overflow: Literal["block", "drop_oldest"] = "block"  # when the queue is full
+
+
+@dataclass
+class BridgeConfig:
+    service_name: str = "hubble-otlp"  # the bridge's own resource (OTEL_SERVICE_NAME)
+    cluster_name: str = ""  # k8s.cluster.name when flows do not carry one
+    resource_attributes: dict[str, str] = field(default_factory=dict)  # OTEL_RESOURCE_ATTRIBUTES
+    source: SourceConfig = field(default_factory=SourceConfig)
+    otlp: OtlpConfig = field(default_factory=OtlpConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    spans: SpanConfig = field(default_factory=SpanConfig)
+    logs: LogConfig = field(default_factory=LogConfig)
+    redact: RedactConfig = field(default_factory=RedactConfig)
+    metrics_listen: str = ""  # host:port for Prometheus /metrics
+    health_listen: str = ""  # host:port for /healthz and /readyz
+
+    def validate(self) -> None:
+        problems: list[str] = []
+        if self.source.relay and self.source.files:
+            problems.append("source: give either a relay address or files, not both")
+        if self.source.first and self.source.number:
+            problems.append("source: first and number exclude each other")
+        if self.export.flush_interval_s <= 0 or self.export.metric_interval_s <= 0:
+            problems.append("export: intervals must be positive")
+        if self.export.max_batch < 1 or self.export.queue_batches < 1:
+            problems.append("export: max_batch and queue_batches must be at least 1")
+        if not (self.export.otlp or self.export.output_file or self.metrics_listen):
+            problems.append("export: nothing to export to (enable otlp, output_file or metrics_listen)")
+        components: list[Any] = [self.metrics, self.logs, self.redact]
+        if self.export.otlp:
+            components.append(self.otlp)
+        for component in components:
+            validate = getattr(component, "validate", None)
+            try:
+                if validate is not None:
+                    validate()
+            except ConfigError as exc:
+                problems.append(str(exc).removeprefix("invalid configuration: "))
+        if problems:
+            raise ConfigError("invalid configuration: " + "; ".join(problems))
+
+    def resolved(self) -> BridgeConfig:
+        """Copies shared settings (cluster name, redaction) into the components that use them."""
+        spans = replace(self.spans, cluster_name=self.cluster_name, redact=self.redact)
+        logs = replace(self.logs, cluster_name=self.cluster_name, redact=self.redact)
+        return replace(self, spans=spans, logs=logs)
+
+    def masked_yaml(self) -> str:
+        """The effective configuration as YAML, secrets replaced by ***."""
+        plain = to_plain(replace(self, otlp=self.otlp.masked()))
+        return yaml.safe_dump(plain, sort_keys=False)
+
+
+def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The non-OTLP environment variables as a config layer (OTLP ones go through OtlpConfig.from_env)."""
+    layer: dict[str, Any] = {}
+    errors: list[str] = []
+    if environ.get("OTEL_SERVICE_NAME"):
+        layer["service_name"] = environ["OTEL_SERVICE_NAME"]
+    if environ.get("OTEL_RESOURCE_ATTRIBUTES"):
+        attrs = parse_key_values(environ["OTEL_RESOURCE_ATTRIBUTES"], "OTEL_RESOURCE_ATTRIBUTES", errors)
+        layer["resource_attributes"] = attrs
+        if "service.name" in attrs and "service_name" not in layer:
+            layer["service_name"] = attrs["service.name"]
+    export: dict[str, Any] = {}
+    for var, key in (
+        ("OTEL_BSP_SCHEDULE_DELAY", "flush_interval_s"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "metric_interval_s"),
+    ):
+        if environ.get(var):
+            try:
+                export[key] = float(environ[var]) / 1000.0
+            except ValueError:
+                errors.append(f"{var}: expected milliseconds, got {environ[var]!r}")
+    if export:
+        layer["export"] = export
+    if environ.get("HUBBLE_OTLP_RELAY"):
+        layer["source"] = {"relay": environ["HUBBLE_OTLP_RELAY"]}
+    if environ.get("HUBBLE_OTLP_CLUSTER_NAME"):
+        layer["cluster_name"] = environ["HUBBLE_OTLP_CLUSTER_NAME"]
+    if errors:
+        raise ConfigError("invalid environment: " + "; ".join(errors))
+    return layer
+
+
+def load_config(
+    flags: dict[str, Any],
+    config_file: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> BridgeConfig:
+    """Resolve defaults < file < environment < flags into a validated BridgeConfig."""
+    environ = os.environ if environ is None else environ
+    file_layer = load_yaml(config_file) if config_file else {}
+    data = merge(merge(file_layer, env_layer(environ)), {})
+    # OTLP env vars sit between the file and the flags.
+    without_flags = build(BridgeConfig, data)
+    otlp = OtlpConfig.from_env(environ, without_flags.otlp)
+    data["otlp"] = merge(to_plain(otlp), {})
+    data = merge(data, flags)
+    config = build(BridgeConfig, data).resolved()
+    config.validate()
+    return config

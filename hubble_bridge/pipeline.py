@@ -1,0 +1,292 @@
+"""Wiring: source -> mapping -> sinks, with bounded hand-offs and a clean shutdown.
+
+Three threads, batches between them:
+- reader: iterates the source, appends events to a bounded buffer;
+- mapper: swaps the buffer out, runs the mapping (metrics, spans, logs) batch by
+  batch, and hands export jobs (span/log batches, metric snapshots) on;
+- exporter: sends each job to every sink.
+The per-event path is a list append and the mapping calls; no SDK calls, no I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from hubble_bridge import __version__
+from hubble_bridge.api import flow_pb2, observer_pb2, relay_pb2
+from hubble_bridge.config import BridgeConfig
+from hubble_bridge.flows.codec import enum_name, event_time_ns
+from hubble_bridge.mapping.logs import flow_log, lost_events_log, node_status_log
+from hubble_bridge.mapping.metrics import MetricsAggregator
+from hubble_bridge.mapping.spans import SpanMapper
+from hubble_bridge.selfmetrics import SelfMetrics
+from hubble_bridge.sources.base import FlowSource
+from hubble_bridge.telemetry import LogRecord, MetricsSnapshot, SpanRecord, make_resource
+
+log = logging.getLogger(__name__)
+
+GetFlowsResponse = observer_pb2.GetFlowsResponse
+BATCH = 512  # events the reader hands over at once
+WAKE_S = 0.05  # longest an event waits in the buffer before mapping
+EXPIRE_EVERY_S = 1.0
+
+
+class Sink(Protocol):
+    def export_traces(self, spans: Sequence[SpanRecord]) -> bool: ...
+    def export_logs(self, logs: Sequence[LogRecord]) -> bool: ...
+    def export_metrics(self, snapshots: Sequence[MetricsSnapshot]) -> bool: ...
+    def shutdown(self) -> None: ...
+
+
+def sink_name(sink: Sink) -> str:
+    return type(sink).__name__
+
+
+@dataclass
+class _Job:
+    signal: str  # traces | logs | metrics
+    items: Sequence[SpanRecord] | Sequence[LogRecord] | Sequence[MetricsSnapshot]
+    count: int
+
+
+class Bridge:
+    """One source, the mapping, and a set of sinks; `run()` blocks until the source ends or `stop()`."""
+
+    def __init__(
+        self,
+        config: BridgeConfig,
+        source: FlowSource,
+        sinks: Sequence[Sink],
+        accept: Callable[[GetFlowsResponse], bool] | None = None,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.sinks = list(sinks)
+        self.accept = accept
+        now = time.time_ns()
+        self.stats = SelfMetrics(start_time_ns=now)
+        self.metrics = MetricsAggregator(config.metrics, start_time_ns=now)
+        self.spans = SpanMapper(config.spans)
+        self.resource = make_resource(
+            {
+                **config.resource_attributes,
+                "service.name": config.service_name,
+                "service.version": __version__,
+                "k8s.cluster.name": config.cluster_name,
+            }
+        )
+        self._buffer: list[GetFlowsResponse] = []
+        self._buffer_limit = config.export.queue_batches * BATCH
+        self._cond = threading.Condition()
+        self._mapping_lock = threading.Lock()  # guards the mapping state against /metrics scrapes
+        self._source_done = threading.Event()
+        self._stopping = threading.Event()
+        self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=config.export.queue_batches)
+        self._last_export_ok = True
+        # readiness: the source says when its stream is open; otherwise the first event tells
+        self.connected: threading.Event = getattr(source, "connected", None) or threading.Event()
+        self.error: str | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        reader = threading.Thread(target=self._read, name="hubble-otlp-reader", daemon=True)
+        exporter = threading.Thread(target=self._export_loop, name="hubble-otlp-exporter", daemon=True)
+        reader.start()
+        exporter.start()
+        try:
+            self._map_loop()
+        finally:
+            self._jobs.put(None)
+            exporter.join()
+            for sink in self.sinks:
+                sink.shutdown()
+        return 1 if self.error else 0
+
+    def stop(self) -> None:
+        """Stop reading; what was read is still mapped and exported. Safe from signal handlers."""
+        self._stopping.set()
+        threading.Thread(target=self.source.close, daemon=True).start()
+        with self._cond:
+            self._cond.notify_all()
+
+    @property
+    def ready(self) -> bool:
+        return self.connected.is_set() and self._last_export_ok and not self._source_done.is_set()
+
+    # ---- reader ------------------------------------------------------------------------------
+
+    def _read(self) -> None:
+        drop_oldest = self.config.export.overflow == "drop_oldest"
+        try:
+            for response in self.source:
+                self.connected.set()
+                with self._cond:
+                    while len(self._buffer) >= self._buffer_limit and not drop_oldest:
+                        if self._stopping.is_set():
+                            return
+                        self._cond.wait(WAKE_S)
+                    if len(self._buffer) >= self._buffer_limit:
+                        del self._buffer[:BATCH]
+                        self.stats.add("flows.dropped", BATCH, reason="queue_full")
+                    self._buffer.append(response)
+                    if len(self._buffer) >= BATCH:
+                        self._cond.notify_all()
+                if self._stopping.is_set():
+                    break
+        except Exception as exc:  # the source's own errors are BridgeErrors with one clear line
+            if not self._stopping.is_set():
+                self.error = str(exc)
+                log.error("flow source %s failed: %s", self.source.name, exc)
+        finally:
+            self._source_done.set()
+            with self._cond:
+                self._cond.notify_all()
+
+    # ---- mapper ------------------------------------------------------------------------------
+
+    def _map_loop(self) -> None:
+        export = self.config.export
+        spans: list[SpanRecord] = []
+        logs: list[LogRecord] = []
+        next_flush = time.monotonic() + export.flush_interval_s
+        next_metrics = time.monotonic() + export.metric_interval_s
+        next_expire = time.monotonic() + EXPIRE_EVERY_S
+        stream_now_ns = 0
+        while True:
+            with self._cond:
+                if len(self._buffer) < BATCH and not self._source_done.is_set():
+                    self._cond.wait(WAKE_S)
+                batch, self._buffer = self._buffer, []
+                self._cond.notify_all()
+                finished = self._source_done.is_set() and not self._buffer
+            self.stats.set("queue.depth", len(self._buffer))
+            if batch:
+                with self._mapping_lock:
+                    stream_now_ns = max(stream_now_ns, self._map_batch(batch, spans, logs))
+            now = time.monotonic()
+            if now >= next_expire and stream_now_ns:
+                with self._mapping_lock:
+                    spans.extend(self.spans.expire(stream_now_ns))
+                next_expire = now + EXPIRE_EVERY_S
+            if finished:
+                with self._mapping_lock:
+                    spans.extend(self.spans.drain())
+            if (
+                len(spans) >= export.max_batch
+                or len(logs) >= export.max_batch
+                or now >= next_flush
+                or finished
+            ):
+                self._flush(spans, logs)
+                spans, logs = [], []
+                next_flush = now + export.flush_interval_s
+            if now >= next_metrics or finished:
+                if export.metrics:
+                    self._submit(_Job("metrics", [self.snapshot()], 1))
+                next_metrics = now + export.metric_interval_s
+            if finished:
+                return
+
+    def _map_batch(
+        self, batch: list[GetFlowsResponse], spans: list[SpanRecord], logs: list[LogRecord]
+    ) -> int:
+        cfg = self.config
+        accept = self.accept
+        metrics_on, traces_on, logs_on = cfg.export.metrics, cfg.export.traces, cfg.export.logs
+        latest = 0
+        mapped = filtered = 0
+        for response in batch:
+            kind = response.WhichOneof("response_types")
+            if kind == "flow":
+                if accept is not None and not accept(response):
+                    filtered += 1
+                    continue
+                latest = max(latest, event_time_ns(response))
+                if metrics_on:
+                    self.metrics.process(response)
+                if traces_on:
+                    spans.extend(self.spans.process(response))
+                if logs_on:
+                    record = flow_log(response, cfg.logs)
+                    if record is not None:
+                        logs.append(record)
+                mapped += 1
+            elif kind == "lost_events":
+                lost = response.lost_events
+                source = enum_name(flow_pb2.LostEventSource, lost.source)
+                self.stats.add("lost_events", lost.num_events_lost, source=source)
+                if metrics_on:
+                    self.metrics.process(response)
+                if logs_on:
+                    logs.append(lost_events_log(response, cfg.logs))
+            elif kind == "node_status":
+                state = enum_name(relay_pb2.NodeState, response.node_status.state_change)
+                self.stats.add("node_status.changes", state=state)
+                if logs_on:
+                    logs.append(node_status_log(response, cfg.logs))
+        self.stats.add("flows.received", len(batch))
+        self.stats.add("flows.mapped", mapped)
+        if filtered:
+            self.stats.add("flows.filtered", filtered)
+        return latest
+
+    def snapshot(self) -> MetricsSnapshot:
+        """Flow metrics and self-metrics as of now (cumulative)."""
+        with self._mapping_lock:
+            families = self.metrics.snapshot()
+            self.stats.set("spans.unanswered", self.spans.unanswered)
+            self.stats.set("metrics.overflow", self.metrics.overflowed)
+        return MetricsSnapshot(self.resource, time.time_ns(), families + self.stats.families())
+
+    def _flush(self, spans: list[SpanRecord], logs: list[LogRecord]) -> None:
+        size = self.config.export.max_batch
+        for start in range(0, len(spans), size):
+            chunk = spans[start : start + size]
+            self._submit(_Job("traces", chunk, len(chunk)))
+        for start in range(0, len(logs), size):
+            chunk = logs[start : start + size]
+            self._submit(_Job("logs", chunk, len(chunk)))
+
+    def _submit(self, job: _Job) -> None:
+        if self.config.export.overflow == "drop_oldest":
+            while True:
+                try:
+                    self._jobs.put_nowait(job)
+                    return
+                except queue.Full:
+                    try:
+                        old = self._jobs.get_nowait()
+                    except queue.Empty:
+                        continue
+                    if old is not None:
+                        self.stats.add("export.items", old.count, signal=old.signal, result="dropped")
+        self._jobs.put(job)  # blocks: backpressure reaches the reader and the source
+
+    # ---- exporter ----------------------------------------------------------------------------
+
+    def _export_loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            for sink in self.sinks:
+                started = time.monotonic()
+                method = {
+                    "traces": sink.export_traces,
+                    "logs": sink.export_logs,
+                    "metrics": sink.export_metrics,
+                }[job.signal]
+                try:
+                    ok = method(job.items)  # type: ignore[arg-type]
+                except Exception as exc:  # a sink must not kill the pipeline
+                    log.error("%s export to %s failed: %s", job.signal, sink_name(sink), exc)
+                    ok = False
+                self._last_export_ok = ok
+                result = "ok" if ok else "failed"
+                self.stats.add("export.batches", signal=job.signal, result=result)
+                self.stats.add("export.items", job.count, signal=job.signal, result=result)
+                self.stats.set("export.latency", time.monotonic() - started, signal=job.signal)

@@ -1,0 +1,82 @@
+"""The bridge's own metrics: what came in, what went out, what was dropped and why.
+
+Plain integer counters bumped by the pipeline threads (a dict increment costs
+~0.3 us; an SDK Counter.add ~8 us) and turned into MetricFamily records with
+the flow metrics at each interval. Nothing is dropped without being counted here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+from hubble_bridge.telemetry import MetricFamily, MetricKind, NumberPoint
+
+PREFIX = "hubble_otlp."
+
+
+@dataclass
+class SelfMetrics:
+    start_time_ns: int
+    counters: Counter[tuple[str, tuple[tuple[str, str], ...]]] = field(default_factory=Counter)
+    gauges: dict[tuple[str, tuple[tuple[str, str], ...]], float] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, name: str, value: int = 1, **labels: str) -> None:
+        key = (name, tuple(sorted(labels.items())))
+        with self._lock:
+            self.counters[key] += value
+
+    def set(self, name: str, value: float, **labels: str) -> None:
+        key = (name, tuple(sorted(labels.items())))
+        with self._lock:
+            self.gauges[key] = value
+
+    def get(self, name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        with self._lock:
+            return self.counters.get(key, 0) or self.gauges.get(key, 0)
+
+    def total(self, name: str) -> int:
+        with self._lock:
+            return sum(v for (n, _), v in self.counters.items() if n == name)
+
+    def families(self) -> list[MetricFamily]:
+        with self._lock:
+            counters = list(self.counters.items())
+            gauges = list(self.gauges.items())
+        by_name: dict[tuple[str, MetricKind], list[NumberPoint]] = {}
+        for (name, labels), value in counters:
+            by_name.setdefault((name, MetricKind.COUNTER), []).append(NumberPoint(labels, value))
+        for (name, labels), value in gauges:
+            by_name.setdefault((name, MetricKind.GAUGE), []).append(NumberPoint(labels, value))
+        return [
+            MetricFamily(
+                name=PREFIX + name,
+                description=DESCRIPTIONS.get(name, ""),
+                unit="s" if name.endswith("latency") else "1",
+                kind=kind,
+                points=points,
+                start_time_ns=self.start_time_ns,
+            )
+            for (name, kind), points in sorted(by_name.items())
+        ]
+
+
+DESCRIPTIONS = {
+    "flows.received": "Hubble events read from the source (flows, lost events, node status).",
+    "flows.mapped": "Flows turned into telemetry.",
+    "flows.filtered": "Flows excluded by the configured allow and deny filters.",
+    "flows.dropped": "Events dropped on purpose or by overload, by reason.",
+    "input.invalid": "Input lines or messages rejected as invalid.",
+    "lost_events": "Events Hubble reported lost before they reached the bridge, by source.",
+    "node_status.changes": "Node status events from Relay, by state.",
+    "source.reconnects": "Reconnections to the flow source after the stream was lost.",
+    "queue.depth": "Events waiting between the source and the mapping stage.",
+    "export.batches": "Export requests, by signal and result.",
+    "export.items": "Spans, log records or metric points exported, by signal and result.",
+    "export.latency": "Duration of the last export request, by signal.",
+    "spans.unanswered": "L7 requests whose response never came within the join window.",
+    "metrics.overflow": "Metric data points that went to an overflow series (cardinality limit).",
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Set up hubble-otlp on a fresh Debian machine: system packages, a virtualenv, the project.
+# Idempotent: re-running skips what is already there. Usage: scripts/setup.sh [--test]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[[ "${1:-}" == "--test" ]] && want_test=1
+
+apt_packages=()
+command -v python3 >/dev/null || apt_packages+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || apt_packages+=(python3-venv)
+if (( want_test )); then
+  command -v prometheus >/dev/null || apt_packages+=(prometheus)
+  command -v shellcheck >/dev/null || apt_packages+=(shellcheck)
+fi
+if (( ${#apt_packages[@]} )); then
+  echo "setup: installing ${apt_packages[*]} with apt-get"
+  sudo_cmd=()
+  [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends \
+    "${apt_packages[@]}" >/dev/null
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+  python3 -m venv .venv
+fi
+extras=""
+(( want_test )) && extras="[test]"
+stamp=".venv/.installed${extras}"
+if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".${extras}"
+  touch "$stamp"
+fi
