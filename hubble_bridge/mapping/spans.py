@@ -1,0 +1,261 @@
+"""Hubble L7 flows to spans: one span per request/response exchange.
+
+Cilium's proxy reports an exchange as a REQUEST flow and a RESPONSE flow with
+source and destination swapped (the response carries the request's method, URL
+and headers, plus the code and latency). A RESPONSE is joined with its REQUEST:
+
+- by `x-request-id` (plus node and traffic direction) when the request has one;
+- else by connection: the request's 5-tuple is the response's reversed, on the same
+  node and direction, narrowed by method + URL (HTTP) or query + qtype (DNS);
+- first in, first out among requests with the same key (retries reuse x-request-id).
+
+The span ends at the response's time and starts `latency_ns` earlier (request time
+when there is no latency). A RESPONSE without a REQUEST still gives a span. A REQUEST
+with no RESPONSE within `join_window_s` of stream time (the latest flow time seen,
+or `expire(now_ns)`) ends as a span marked `hubble.l7.unanswered`. SAMPLE flows give
+no span.
+
+Kind comes from where the proxy saw the exchange: INGRESS -> SERVER (resource: the
+server, request destination), otherwise CLIENT (resource: the client, request
+source); Kafka produce requests are PRODUCER. When both ends are seen, the SERVER
+span's parent is the CLIENT span (found through x-request-id or traceparent, see
+spans_context), and the CLIENT span's parent is the span in the request's
+traceparent. Attribute table: spans_attrs (L7) and spans_l3l4 (L3/L4).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from hubble_bridge.api import flow_pb2, observer_pb2
+from hubble_bridge.errors import ConfigError
+from hubble_bridge.flows.codec import timestamp_ns
+from hubble_bridge.mapping import semconv as sc
+from hubble_bridge.mapping.limits import AttributeLimits, LimitCounts, apply_limits
+from hubble_bridge.mapping.redact import RedactConfig, scan_headers
+from hubble_bridge.mapping.resource import endpoint_resource
+from hubble_bridge.mapping.spans_attrs import Fields, l7_fields, span_kind
+from hubble_bridge.mapping.spans_context import (
+    WANTED_HEADERS,
+    X_REQUEST_ID,
+    IdGenerator,
+    correlation_key,
+    incoming_context,
+)
+from hubble_bridge.mapping.spans_join import JoinTable, PendingRequest, join_keys
+from hubble_bridge.mapping.spans_l3l4 import l3l4_fields
+from hubble_bridge.telemetry import SpanKind, SpanRecord, StatusCode
+
+_NO_HEADERS: tuple[dict[str, list[str]], dict[str, str]] = ({}, {})
+
+
+@dataclass
+class SpanConfig:
+    join_window_s: float = 30.0  # a REQUEST with no RESPONSE after this ends, marked
+    l3l4_spans: bool = False  # optional per-flow L3/L4 spans, off by default
+    cluster_name: str = ""
+    redact: RedactConfig = field(default_factory=RedactConfig)
+    limits: AttributeLimits = field(default_factory=AttributeLimits)
+    max_pending: int = 100_000  # bound on unjoined requests; beyond it the oldest are expired early (counted)
+
+    def validate(self) -> None:
+        problems = []
+        if not self.join_window_s > 0:
+            problems.append(f"spans.join_window_s: must be positive, got {self.join_window_s}")
+        if self.max_pending < 1:
+            problems.append(f"spans.max_pending: must be at least 1, got {self.max_pending}")
+        for part in (self.redact, self.limits):
+            try:
+                part.validate()
+            except ConfigError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+
+class SpanMapper:
+    """Joins L7 flows into spans. Not thread-safe: one mapper per mapping thread.
+
+    `rng` makes random ids reproducible in tests; ids derived from flow uuids
+    do not use it.
+    """
+
+    def __init__(self, config: SpanConfig, *, rng: random.Random | None = None) -> None:
+        self.config = config
+        self._window_ns = int(config.join_window_s * 1e9)
+        self._ids = IdGenerator(rng if rng is not None else random.Random())
+        self._table = JoinTable()
+        self.unanswered = 0  # spans for requests that never got a response (includes evicted)
+        self.evicted = 0  # of those, ended early because max_pending was reached
+        self.watermark_ns = 0  # latest flow time seen: the stream's clock
+        self.limit_counts = LimitCounts()  # attribute values, lists and keys cut by AttributeLimits
+
+    @property
+    def pending(self) -> int:
+        return len(self._table)
+
+    def process(self, response: observer_pb2.GetFlowsResponse) -> list[SpanRecord]:
+        if not response.HasField("flow"):
+            return []
+        flow = response.flow
+        flow_type = flow.Type
+        # Field-masked exporter output may lack Type: then l7 / l4 tell what the flow is.
+        if flow_type != flow_pb2.L7 and not (flow_type == flow_pb2.UNKNOWN_TYPE and flow.HasField("l7")):
+            if self.config.l3l4_spans and (
+                flow_type == flow_pb2.L3_L4 or (flow_type == flow_pb2.UNKNOWN_TYPE and flow.HasField("l4"))
+            ):
+                return [self._l3l4_span(response, flow)]
+            return []
+        l7 = flow.l7
+        l7_type = l7.type
+        if l7_type != flow_pb2.RESPONSE and l7_type != flow_pb2.REQUEST:
+            return []  # SAMPLE: no exchange to time
+        time_ns = timestamp_ns(flow.time) if flow.HasField("time") else timestamp_ns(response.time)
+        if time_ns > self.watermark_ns:
+            self.watermark_ns = time_ns
+        node = flow.node_name or response.node_name
+        out: list[SpanRecord] = []
+        if l7_type == flow_pb2.RESPONSE:
+            out.append(self._response(flow, l7, node, time_ns))
+        else:
+            self._request(flow, l7, node, time_ns, out)
+        if self._table:
+            self._expire_until(self.watermark_ns - self._window_ns, self.watermark_ns, out)
+        return out
+
+    def expire(self, now_ns: int) -> list[SpanRecord]:
+        """End requests older than the window at `now_ns` (stream time), as unanswered spans.
+
+        Requests are checked in arrival order, so one that arrived late (an older
+        time behind a newer one) waits for its predecessors, at most one window.
+        """
+        out: list[SpanRecord] = []
+        self._expire_until(now_ns - self._window_ns, now_ns, out)
+        return out
+
+    def drain(self) -> list[SpanRecord]:
+        """End every pending request (shutdown)."""
+        out: list[SpanRecord] = []
+        for request in self._table:
+            self._table.remove(request)
+            out.append(self._unanswered_span(request, self.watermark_ns))
+        return out
+
+    def _request(
+        self, flow: flow_pb2.Flow, l7: flow_pb2.Layer7, node: str, time_ns: int, out: list[SpanRecord]
+    ) -> None:
+        record = l7.WhichOneof("record")
+        found = (
+            scan_headers(l7.http.headers, self.config.redact, WANTED_HEADERS)[1] if record == "http" else {}
+        )
+        kind = span_kind(flow.traffic_direction, record, flow)
+        join_key, _ = join_keys(flow, l7, record, node, found.get(X_REQUEST_ID, ""), reply=False)
+        request = self._new_request(flow, node, time_ns, kind, found, flow.destination.identity, join_key)
+        if len(self._table) >= self.config.max_pending:
+            oldest = self._table.oldest()
+            if oldest is not None:
+                self._table.remove(oldest)
+                self.evicted += 1
+                out.append(self._unanswered_span(oldest, self.watermark_ns))
+        self._table.add(request)
+
+    def _response(self, flow: flow_pb2.Flow, l7: flow_pb2.Layer7, node: str, time_ns: int) -> SpanRecord:
+        config = self.config
+        record = l7.WhichOneof("record")
+        headers, found = (
+            scan_headers(l7.http.headers, config.redact, WANTED_HEADERS) if record == "http" else _NO_HEADERS
+        )
+        keys = join_keys(flow, l7, record, node, found.get(X_REQUEST_ID, ""), reply=True)
+        request = self._table.take(*keys)
+        if request is None:
+            kind = span_kind(flow.traffic_direction, record, flow)
+            request = self._new_request(flow, node, time_ns, kind, found, flow.source.identity, ())
+            request_ns = time_ns
+        else:
+            if request.kind == SpanKind.SERVER and not request.linked:
+                self._table.link_client(request)  # the client REQUEST may have reached us after the server's
+            request_ns = min(request.time_ns, time_ns)
+        latency = l7.latency_ns
+        fields = l7_fields(flow, True, request.kind, node, config.redact, headers, found)
+        if request.flow.verdict == flow_pb2.DROPPED and request.flow is not flow:
+            fields[1][sc.HUBBLE_VERDICT] = "DROPPED"
+            fields = (fields[0], fields[1], StatusCode.ERROR, "request dropped by Cilium")
+        endpoint = flow.source if request.kind == SpanKind.SERVER else flow.destination
+        return self._record(request, endpoint, fields, time_ns - latency if latency else request_ns, time_ns)
+
+    def _new_request(
+        self,
+        flow: flow_pb2.Flow,
+        node: str,
+        time_ns: int,
+        kind: SpanKind,
+        found: dict[str, str],
+        server_identity: int,
+        join_key: tuple[object, ...],
+    ) -> PendingRequest:
+        trace_id, parent, state = incoming_context(flow, found)
+        new_trace, span_id = self._ids.new_ids(flow.uuid)
+        exchange = correlation_key(found, trace_id, server_identity)
+        request = PendingRequest(
+            flow, node, time_ns, kind, trace_id or new_trace, span_id, parent, state, join_key, exchange
+        )
+        if kind == SpanKind.SERVER:
+            self._table.link_client(request)
+        return request
+
+    def _unanswered_span(self, request: PendingRequest, clock_ns: int) -> SpanRecord:
+        config = self.config
+        flow = request.flow
+        l7 = flow.l7
+        record = l7.WhichOneof("record")
+        headers, found = (
+            scan_headers(l7.http.headers, config.redact, WANTED_HEADERS) if record == "http" else _NO_HEADERS
+        )
+        fields = l7_fields(flow, False, request.kind, request.node, config.redact, headers, found)
+        fields[1][sc.HUBBLE_L7_UNANSWERED] = True
+        self.unanswered += 1
+        start_ns = request.time_ns
+        end_ns = max(start_ns, min(start_ns + self._window_ns, clock_ns))
+        endpoint = flow.destination if request.kind == SpanKind.SERVER else flow.source
+        return self._record(request, endpoint, fields, start_ns, end_ns)
+
+    def _l3l4_span(self, response: observer_pb2.GetFlowsResponse, flow: flow_pb2.Flow) -> SpanRecord:
+        node = flow.node_name or response.node_name
+        time_ns = timestamp_ns(flow.time) if flow.HasField("time") else timestamp_ns(response.time)
+        trace_id, _, _ = incoming_context(flow, {})
+        new_trace, span_id = self._ids.new_ids(flow.uuid)
+        request = PendingRequest(
+            flow, node, time_ns, SpanKind.INTERNAL, trace_id or new_trace, span_id, b"", "", (), None
+        )
+        endpoint = flow.destination if flow.traffic_direction == flow_pb2.INGRESS else flow.source
+        return self._record(request, endpoint, l3l4_fields(flow, node), time_ns, time_ns)
+
+    def _record(
+        self, request: PendingRequest, endpoint: flow_pb2.Endpoint, fields: Fields, start_ns: int, end_ns: int
+    ) -> SpanRecord:
+        config = self.config
+        name, attrs, status, message = fields
+        return SpanRecord(
+            resource=endpoint_resource(endpoint, request.node, config.cluster_name),
+            trace_id=request.trace_id,
+            span_id=request.span_id,
+            parent_span_id=request.parent_span_id,
+            name=name,
+            kind=request.kind,
+            start_time_ns=start_ns,
+            end_time_ns=end_ns,
+            attributes=apply_limits(attrs, config.limits, self.limit_counts),
+            status=status,
+            status_message=message,
+            trace_state=request.trace_state,
+        )
+
+    def _expire_until(self, cutoff_ns: int, clock_ns: int, out: list[SpanRecord]) -> None:
+        table = self._table
+        while True:
+            oldest = table.oldest()
+            if oldest is None or oldest.time_ns > cutoff_ns:
+                return
+            table.remove(oldest)
+            out.append(self._unanswered_span(oldest, clock_ns))

@@ -1,0 +1,284 @@
+"""Name, status and attributes of the span for one L7 exchange (HTTP, DNS, Kafka).
+
+Built from the RESPONSE flow (source and destination swapped: the server is the
+source) or, for a request that never got an answer, from the REQUEST flow.
+"Client" and "server" below are the request's source and destination.
+
+| attribute | value | when |
+|---|---|---|
+| http.request.method | GET, POST... or `_OTHER` for a non-standard method | HTTP |
+| http.request.method_original | the method as sent, when it is not standard | HTTP |
+| http.response.status_code | l7.http.code (int) | HTTP response |
+| url.full | l7.http.url, userinfo and query values redacted | HTTP, absolute URL |
+| url.scheme, url.path, url.query | parts of the redacted URL | HTTP |
+| user_agent.original | the User-Agent header | HTTP |
+| http.request.header.<name> | string[]; only `redact.keep_headers`, sensitive ones "REDACTED" | HTTP |
+| dns.question.name | l7.dns.query without the trailing dot | DNS |
+| dns.answers | l7.dns.ips (string[]) | DNS response |
+| hubble.dns.qtypes, .rrtypes, .cnames | string[] as Hubble reports them | DNS |
+| hubble.dns.rcode, hubble.dns.ttl | int | DNS response |
+| hubble.dns.observation_source | e.g. "proxy" | DNS |
+| messaging.system | "kafka" | Kafka |
+| messaging.operation.name | l7.kafka.api_key ("produce", "fetch"...) | Kafka |
+| messaging.operation.type | "send" (produce) / "receive" (fetch) | Kafka |
+| messaging.destination.name | l7.kafka.topic | Kafka |
+| hubble.kafka.api_version, .correlation_id, .error_code | int | Kafka |
+| network.protocol.name, .version | "http" + "1.1"/"2", "dns", "kafka" | all |
+| network.transport, network.type | "tcp"/"udp"/"sctp", "ipv4"/"ipv6" | all |
+| server.address, server.port | server's service name, else its DNS name, else IP; port | all |
+| client.address, client.port | client IP and port | all |
+| network.peer.address, .port | the other end: server for CLIENT spans, client for SERVER spans | all |
+| error.type | HTTP status code, DNS rcode name (NXDOMAIN), Kafka error code | on error |
+| hubble.verdict | FORWARDED, DROPPED... (DROPPED if the request was) | all |
+| hubble.traffic_direction | INGRESS / EGRESS | all |
+| hubble.node.name | node that observed the exchange | all |
+| hubble.source.identity, hubble.destination.identity | client / server security identity | all |
+| hubble.policy.names | ["ns/name", ...] from *_allowed_by / *_denied_by | when present |
+| hubble.flow.uuid | uuid of the response flow (of the request if unanswered) | Cilium >= 1.14 |
+| hubble.l7.unanswered | true when no response came within the join window | unanswered |
+
+Names: HTTP "{method}" ("HTTP" for `_OTHER`), as the HTTP conventions ask when no
+route is known; DNS "DNS {first qtype}" (low cardinality: the query name is an
+attribute, not part of the name); Kafka "{operation} {topic}" as the messaging
+conventions ask. Status ERROR: HTTP >= 500 on SERVER spans, >= 400 on CLIENT spans;
+DNS rcode != 0; Kafka error_code != 0; and a request Hubble reports as DROPPED.
+"""
+
+from __future__ import annotations
+
+from hubble_bridge.api import flow_pb2
+from hubble_bridge.mapping import semconv as sc
+from hubble_bridge.mapping.metrics.http_semconv import KNOWN_METHODS, protocol_version
+from hubble_bridge.mapping.metrics.names import TRAFFIC_DIRECTION, VERDICT
+from hubble_bridge.mapping.redact import RedactConfig, redact_url
+from hubble_bridge.telemetry import Attributes, SpanKind, StatusCode
+
+Fields = tuple[str, Attributes, StatusCode, str]
+
+DNS_RCODE_MNEMONIC = {
+    0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED", 6: "YXDOMAIN",
+    7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH", 10: "NOTZONE", 11: "DSOTYPENI", 16: "BADVERS", 17: "BADKEY",
+    18: "BADTIME", 19: "BADMODE", 20: "BADNAME", 21: "BADALG", 22: "BADTRUNC", 23: "BADCOOKIE",
+}  # fmt: skip
+_KAFKA_OPERATION_TYPE = {"produce": "send", "fetch": "receive"}
+_TRANSPORTS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
+_NETWORK_TYPE = {flow_pb2.IPv4: "ipv4", flow_pb2.IPv6: "ipv6"}
+
+
+def span_kind(direction: int, record: str | None, flow: flow_pb2.Flow) -> SpanKind:
+    """SERVER when observed at the server's proxy (INGRESS), else the client's view."""
+    if direction == flow_pb2.INGRESS:
+        return SpanKind.SERVER
+    if record == "kafka" and flow.l7.kafka.api_key == "produce":
+        return SpanKind.PRODUCER
+    return SpanKind.CLIENT
+
+
+def l7_fields(
+    flow: flow_pb2.Flow,
+    reply: bool,
+    kind: SpanKind,
+    node: str,
+    redact: RedactConfig,
+    headers: Attributes,
+    found: dict[str, str],
+) -> Fields:
+    """(name, attributes, status, status message); `reply` says `flow` is the RESPONSE."""
+    l7 = flow.l7
+    record = l7.WhichOneof("record")
+    attrs: Attributes = {}
+    if record == "http":
+        name, status, message = _http(l7.http, reply, kind, redact, found, attrs)
+    elif record == "dns":
+        name, status, message = _dns(l7.dns, reply, attrs)
+    elif record == "kafka":
+        name, status, message = _kafka(l7.kafka, attrs)
+    else:
+        name, status, message = "L7", StatusCode.UNSET, ""
+    network_attributes(flow, reply, kind, attrs)
+    verdict = flow.verdict
+    attrs[sc.HUBBLE_VERDICT] = VERDICT.get(verdict) or str(verdict)
+    if verdict == flow_pb2.DROPPED and status != StatusCode.ERROR:
+        status, message = StatusCode.ERROR, "request dropped by Cilium"
+    hubble_attributes(flow, node, reply, attrs)
+    if headers:
+        attrs.update(headers)
+    return name, attrs, status, message
+
+
+def network_attributes(flow: flow_pb2.Flow, reply: bool, kind: SpanKind, attrs: Attributes) -> None:
+    ip = flow.IP
+    l4 = flow.l4
+    arm = l4.WhichOneof("protocol")
+    sport = dport = 0
+    if arm in _TRANSPORTS:
+        ports = getattr(l4, arm)
+        sport, dport = ports.source_port, ports.destination_port
+        attrs[sc.NETWORK_TRANSPORT] = _TRANSPORTS[arm]
+    if reply:
+        server_ip, server_port, client_ip, client_port = ip.source, sport, ip.destination, dport
+        service, names = flow.source_service.name, flow.source_names
+    else:
+        client_ip, client_port, server_ip, server_port = ip.source, sport, ip.destination, dport
+        service, names = flow.destination_service.name, flow.destination_names
+    network_type = _NETWORK_TYPE.get(ip.ipVersion)
+    if network_type:
+        attrs[sc.NETWORK_TYPE] = network_type
+    server = service or (names[0].rstrip(".") if names else "") or server_ip
+    if server:
+        attrs[sc.SERVER_ADDRESS] = server
+    if server_port:
+        attrs[sc.SERVER_PORT] = server_port
+    if client_ip:
+        attrs[sc.CLIENT_ADDRESS] = client_ip
+    if client_port:
+        attrs[sc.CLIENT_PORT] = client_port
+    peer_ip, peer_port = (client_ip, client_port) if kind == SpanKind.SERVER else (server_ip, server_port)
+    if peer_ip:
+        attrs[sc.NETWORK_PEER_ADDRESS] = peer_ip
+    if peer_port:
+        attrs[sc.NETWORK_PEER_PORT] = peer_port
+
+
+def hubble_attributes(flow: flow_pb2.Flow, node: str, reply: bool, attrs: Attributes) -> None:
+    """Hubble facts; source/destination in the request's direction."""
+    client, server = (flow.destination, flow.source) if reply else (flow.source, flow.destination)
+    direction = flow.traffic_direction
+    if direction:
+        attrs[sc.HUBBLE_TRAFFIC_DIRECTION] = TRAFFIC_DIRECTION.get(direction) or str(direction)
+    if node:
+        attrs[sc.HUBBLE_NODE_NAME] = node
+    if client.identity:
+        attrs[sc.HUBBLE_SOURCE_IDENTITY] = client.identity
+    if server.identity:
+        attrs[sc.HUBBLE_DESTINATION_IDENTITY] = server.identity
+    policies = policy_names(flow)
+    if policies:
+        attrs[sc.HUBBLE_POLICY_NAMES] = policies
+    if flow.uuid:
+        attrs[sc.HUBBLE_FLOW_UUID] = flow.uuid
+
+
+def policy_names(flow: flow_pb2.Flow) -> list[str]:
+    names: list[str] = []
+    for policies in (
+        flow.ingress_allowed_by,
+        flow.egress_allowed_by,
+        flow.ingress_denied_by,
+        flow.egress_denied_by,
+    ):
+        for policy in policies:
+            names.append(f"{policy.namespace}/{policy.name}" if policy.namespace else policy.name)
+    return names
+
+
+def split_url(url: str) -> tuple[str, str, str]:
+    """(scheme, path, query) of a URL or of an origin-form target ("/path?q")."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme and "/" not in scheme and "?" not in scheme:
+        end = len(rest)
+        for char in "/?#":
+            i = rest.find(char)
+            if 0 <= i < end:
+                end = i
+        target = rest[end:]
+    else:
+        scheme, target = "", url
+    path, _, query = target.partition("#")[0].partition("?")
+    return scheme, path, query
+
+
+def _http(
+    http: flow_pb2.HTTP,
+    reply: bool,
+    kind: SpanKind,
+    redact: RedactConfig,
+    found: dict[str, str],
+    attrs: Attributes,
+) -> tuple[str, StatusCode, str]:
+    method = http.method
+    if method in KNOWN_METHODS:
+        attrs[sc.HTTP_REQUEST_METHOD] = name = method
+    else:
+        attrs[sc.HTTP_REQUEST_METHOD] = "_OTHER"
+        if method:
+            attrs[sc.HTTP_REQUEST_METHOD_ORIGINAL] = method
+        name = "HTTP"
+    code = http.code if reply else 0
+    if code:
+        attrs[sc.HTTP_RESPONSE_STATUS_CODE] = code
+    url = http.url
+    if url:
+        url = redact_url(url, redact)
+        scheme, path, query = split_url(url)
+        if scheme:
+            attrs[sc.URL_FULL] = url
+            attrs[sc.URL_SCHEME] = scheme
+        if path:
+            attrs[sc.URL_PATH] = path
+        if query:
+            attrs[sc.URL_QUERY] = query
+    attrs[sc.NETWORK_PROTOCOL_NAME] = "http"
+    version = protocol_version(http.protocol)
+    if version:
+        attrs[sc.NETWORK_PROTOCOL_VERSION] = version
+    agent = found.get("user-agent")
+    if agent:
+        attrs[sc.USER_AGENT_ORIGINAL] = agent
+    if code >= (500 if kind == SpanKind.SERVER else 400):
+        attrs[sc.ERROR_TYPE] = str(code)
+        return name, StatusCode.ERROR, f"HTTP status {code}"
+    return name, StatusCode.UNSET, ""
+
+
+def _dns(dns: flow_pb2.DNS, reply: bool, attrs: Attributes) -> tuple[str, StatusCode, str]:
+    query = dns.query
+    if query:
+        attrs[sc.DNS_QUESTION_NAME] = query[:-1] if query.endswith(".") else query
+    attrs[sc.NETWORK_PROTOCOL_NAME] = "dns"
+    qtypes = list(dns.qtypes)
+    if qtypes:
+        attrs[sc.HUBBLE_DNS_QTYPES] = qtypes
+    if dns.observation_source:
+        attrs[sc.HUBBLE_DNS_OBSERVATION_SOURCE] = dns.observation_source
+    name = f"DNS {qtypes[0]}" if qtypes else "DNS"
+    if not reply:
+        return name, StatusCode.UNSET, ""
+    rcode = dns.rcode
+    attrs[sc.HUBBLE_DNS_RCODE] = rcode
+    for key, values in (
+        (sc.DNS_ANSWERS, dns.ips),
+        (sc.HUBBLE_DNS_CNAMES, dns.cnames),
+        (sc.HUBBLE_DNS_RRTYPES, dns.rrtypes),
+    ):
+        if values:
+            attrs[key] = list(values)
+    if dns.ttl:
+        attrs[sc.HUBBLE_DNS_TTL] = dns.ttl
+    if rcode:
+        error = DNS_RCODE_MNEMONIC.get(rcode) or str(rcode)
+        attrs[sc.ERROR_TYPE] = error
+        return name, StatusCode.ERROR, f"DNS rcode {error}"
+    return name, StatusCode.UNSET, ""
+
+
+def _kafka(kafka: flow_pb2.Kafka, attrs: Attributes) -> tuple[str, StatusCode, str]:
+    operation, topic = kafka.api_key, kafka.topic
+    attrs[sc.MESSAGING_SYSTEM] = "kafka"
+    attrs[sc.NETWORK_PROTOCOL_NAME] = "kafka"
+    if operation:
+        attrs[sc.MESSAGING_OPERATION_NAME] = operation
+        operation_type = _KAFKA_OPERATION_TYPE.get(operation)
+        if operation_type:
+            attrs[sc.MESSAGING_OPERATION_TYPE] = operation_type
+    if topic:
+        attrs[sc.MESSAGING_DESTINATION_NAME] = topic
+    attrs[sc.HUBBLE_KAFKA_API_VERSION] = kafka.api_version
+    attrs[sc.HUBBLE_KAFKA_CORRELATION_ID] = kafka.correlation_id
+    error_code = kafka.error_code
+    attrs[sc.MESSAGING_KAFKA_ERROR_CODE] = error_code
+    name = f"{operation} {topic}" if operation and topic else operation or topic or "kafka"
+    if error_code:
+        attrs[sc.ERROR_TYPE] = str(error_code)
+        return name, StatusCode.ERROR, f"Kafka error code {error_code}"
+    return name, StatusCode.UNSET, ""

@@ -1,0 +1,143 @@
+"""The table of L7 requests waiting for their response, and of client calls a server may link to.
+
+Keys (see spans.py for the rules): a request is filed under its x-request-id key
+when it has one, else under its connection key; a response looks up the same
+keys, first in, first out. Client requests with a correlation key (spans_context)
+are also filed under it until their response comes, so that the server side of
+the same exchange can take the client span as its parent.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from hubble_bridge.api import flow_pb2
+from hubble_bridge.telemetry import SpanKind
+
+JoinKey = tuple[object, ...]
+
+
+@dataclass(slots=True, eq=False)  # compared and hashed by identity: it is a dict key and a deque item
+class PendingRequest:
+    flow: flow_pb2.Flow
+    node: str
+    time_ns: int
+    kind: SpanKind
+    trace_id: bytes
+    span_id: bytes
+    parent_span_id: bytes
+    trace_state: str
+    join_key: JoinKey
+    exchange_key: tuple[str, ...] | None  # client: filed for the server side; server: to look up
+    linked: bool = False  # server: the parent is the CLIENT span
+
+
+class JoinTable:
+    def __init__(self) -> None:
+        self._pending: dict[PendingRequest, None] = {}  # insertion order is expiry order
+        self._by_key: dict[JoinKey, deque[PendingRequest]] = {}
+        self._clients: dict[tuple[str, ...], deque[PendingRequest]] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def __iter__(self) -> Iterator[PendingRequest]:
+        return iter(list(self._pending))
+
+    def oldest(self) -> PendingRequest | None:
+        return next(iter(self._pending), None)
+
+    def add(self, request: PendingRequest) -> None:
+        self._pending[request] = None
+        self._by_key.setdefault(request.join_key, deque()).append(request)
+        if request.exchange_key is not None and request.kind != SpanKind.SERVER:
+            self._clients.setdefault(request.exchange_key, deque()).append(request)
+
+    def take(self, join_key: JoinKey, connection_key: JoinKey) -> PendingRequest | None:
+        """The oldest request a response with these keys answers, removed from the table."""
+        request = self._pop(join_key)
+        if request is None and connection_key is not join_key:
+            request = self._pop(connection_key)
+        if request is not None:
+            self._forget(request)
+        return request
+
+    def remove(self, request: PendingRequest) -> None:
+        queue = self._by_key.get(request.join_key)
+        if queue is not None:
+            _discard(queue, request)
+            if not queue:
+                del self._by_key[request.join_key]
+        self._forget(request)
+
+    def link_client(self, server: PendingRequest) -> None:
+        """Make the CLIENT span of the same exchange, if seen, the parent of `server`."""
+        key = server.exchange_key
+        clients = self._clients.get(key) if key is not None else None
+        if not clients:
+            return
+        client = clients.popleft()
+        if not clients:
+            del self._clients[key]  # type: ignore[arg-type]
+        client.exchange_key = None
+        server.trace_id, server.parent_span_id = client.trace_id, client.span_id
+        server.trace_state = client.trace_state
+        server.linked = True
+
+    def _pop(self, key: JoinKey) -> PendingRequest | None:
+        queue = self._by_key.get(key)
+        if not queue:
+            return None
+        request = queue.popleft()
+        if not queue:
+            del self._by_key[key]
+        return request
+
+    def _forget(self, request: PendingRequest) -> None:
+        del self._pending[request]
+        key = request.exchange_key
+        if key is not None and request.kind != SpanKind.SERVER:
+            clients = self._clients.get(key)
+            if clients is not None:
+                _discard(clients, request)
+                if not clients:
+                    del self._clients[key]
+
+
+def join_keys(
+    flow: flow_pb2.Flow, l7: flow_pb2.Layer7, record: str | None, node: str, request_id: str, reply: bool
+) -> tuple[JoinKey, JoinKey]:
+    """(key to join on, connection key); the first is the x-request-id key when there is one."""
+    direction = flow.traffic_direction
+    ip = flow.IP
+    l4 = flow.l4
+    arm = l4.WhichOneof("protocol")
+    sport = dport = 0
+    if arm == "TCP" or arm == "UDP" or arm == "SCTP":
+        ports = getattr(l4, arm)
+        sport, dport = ports.source_port, ports.destination_port
+    # A response runs server -> client: reversed, its tuple is the request's.
+    if reply:
+        connection: JoinKey = (node, direction, ip.destination, dport, ip.source, sport)
+    else:
+        connection = (node, direction, ip.source, sport, ip.destination, dport)
+    # Narrowed by what the response repeats, so that parallel queries on one socket (A and AAAA)
+    # or multiplexed HTTP/2 streams do not pair up by arrival order alone.
+    if record == "http":
+        http = l7.http
+        connection += (http.method, http.url)
+    elif record == "dns":
+        dns = l7.dns
+        connection += (dns.query, dns.qtypes[0] if dns.qtypes else "")
+    if request_id:
+        return ("x", request_id, node, direction), connection
+    return connection, connection
+
+
+def _discard(queue: deque[PendingRequest], request: PendingRequest) -> None:
+    if queue and queue[0] is request:
+        queue.popleft()
+    elif request in queue:
+        queue.remove(request)
