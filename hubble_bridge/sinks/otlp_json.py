@@ -1,0 +1,105 @@
+"""OTLP/JSON lines: the Collector file exporter's format, one export request per line.
+
+protobuf's json_format gets most of OTLP/JSON right (lowerCamelCase keys,
+64-bit integers as strings, integer enums on request) but writes trace and
+span ids as base64, where OTLP/JSON wants lowercase hex; those are rewritten.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+from google.protobuf import json_format
+
+from hubble_bridge import __version__
+from hubble_bridge.errors import BridgeError
+from hubble_bridge.sinks.otlp_encode import ExportRequest, encode_logs, encode_metrics, encode_traces
+from hubble_bridge.telemetry import LogRecord, MetricsSnapshot, SpanRecord
+
+log = logging.getLogger(__name__)
+# Bytes fields that OTLP/JSON encodes as hex (spans, links, log records, exemplars); other bytes stay base64.
+_HEX_KEYS = frozenset({"traceId", "spanId", "parentSpanId"})
+
+
+def to_otlp_json(request: ExportRequest) -> dict[str, Any]:
+    """An export request as an OTLP/JSON object ({"resourceSpans": [...]} and so on)."""
+    data = json_format.MessageToDict(request, use_integers_for_enums=True)
+    _hex_ids(data)
+    return data
+
+
+def _hex_ids(node: Any) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in _HEX_KEYS and isinstance(value, str):
+                node[key] = base64.b64decode(value).hex()
+            else:
+                _hex_ids(value)
+    elif isinstance(node, list):
+        for item in node:
+            _hex_ids(item)
+
+
+class OtlpJsonFileSink:
+    """Appends one OTLP/JSON line per export to `path` ("-" for standard output); thread-safe."""
+
+    def __init__(self, path: str | Path, scope_version: str = __version__) -> None:
+        self.path = str(path)
+        self._scope_version = scope_version
+        self._lock = threading.Lock()
+        self._closed = False
+        self.last_error = ""
+        if self.path == "-":
+            self._file: IO[bytes] = sys.stdout.buffer
+        else:
+            try:
+                self._file = open(self.path, "ab")  # noqa: SIM115 - owned until close()
+            except OSError as exc:
+                raise BridgeError(f"cannot open output file {self.path}: {exc.strerror}") from None
+
+    def export_traces(self, spans: Sequence[SpanRecord]) -> bool:
+        return not spans or self.export_request(encode_traces(spans, scope_version=self._scope_version))
+
+    def export_metrics(self, snapshots: Sequence[MetricsSnapshot]) -> bool:
+        request = encode_metrics(snapshots, scope_version=self._scope_version)
+        return not request.resource_metrics or self.export_request(request)
+
+    def export_logs(self, logs: Sequence[LogRecord]) -> bool:
+        return not logs or self.export_request(encode_logs(logs, scope_version=self._scope_version))
+
+    def export_request(self, request: ExportRequest) -> bool:
+        line = orjson.dumps(to_otlp_json(request)) + b"\n"
+        with self._lock:
+            if self._closed:
+                return False
+            try:
+                self._file.write(line)
+            except OSError as exc:
+                self.last_error = f"writing {self.path}: {exc.strerror}"
+                log.warning("OTLP JSON file: %s", self.last_error)
+                return False
+        return True
+
+    def flush(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._file.flush()
+
+    def close(self) -> None:
+        """Flush and close; safe twice. Standard output is flushed but left open."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._file.flush()
+            if self.path != "-":
+                self._file.close()
+
+    shutdown = close

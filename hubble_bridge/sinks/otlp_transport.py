@@ -1,0 +1,280 @@
+"""OTLP transports: gRPC (collector services) and HTTP/protobuf (one keep-alive connection per signal).
+
+A transport sends one encoded request per call, with the time left as its
+deadline, and classifies failures: RetryableExportError for what the OTLP
+specification says may succeed later (with the server's hint of when),
+ExportError for the rest. Messages are one line naming the endpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import gzip
+import http.client
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from hubble_bridge import __version__
+from hubble_bridge.errors import ConfigError
+from hubble_bridge.sinks.otlp_config import Signal, SignalSettings
+
+USER_AGENT = f"hubble-otlp/{__version__}"
+RETRYABLE_GRPC = frozenset(
+    {
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+RETRYABLE_HTTP = frozenset({429, 502, 503, 504})
+# The response type of each signal, and its collector stub and method.
+RESPONSES: dict[Signal, type[Message]] = {
+    "traces": trace_service_pb2.ExportTraceServiceResponse,
+    "metrics": metrics_service_pb2.ExportMetricsServiceResponse,
+    "logs": logs_service_pb2.ExportLogsServiceResponse,
+}
+_STUBS: dict[Signal, Callable[[grpc.Channel], Any]] = {
+    "traces": trace_service_pb2_grpc.TraceServiceStub,
+    "metrics": metrics_service_pb2_grpc.MetricsServiceStub,
+    "logs": logs_service_pb2_grpc.LogsServiceStub,
+}
+
+
+class ExportError(Exception):
+    """An export the server refused or that cannot succeed by retrying."""
+
+
+class RetryableExportError(ExportError):
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Transport(Protocol):
+    def send(self, request: Message, timeout_s: float) -> Message: ...
+
+    def close(self) -> None: ...
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def grpc_channel(settings: SignalSettings) -> grpc.Channel:
+    options = [("grpc.primary_user_agent", USER_AGENT)]
+    if not settings.tls:
+        return grpc.insecure_channel(settings.target, options=options)
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=_read(settings.ca_file) if settings.ca_file else None,
+        private_key=_read(settings.key_file) if settings.key_file else None,
+        certificate_chain=_read(settings.cert_file) if settings.cert_file else None,
+    )
+    return grpc.secure_channel(settings.target, creds, options=options)
+
+
+def channel_key(settings: SignalSettings) -> tuple[str, bool, str, str, str]:
+    """Signals whose settings share this key can share one gRPC channel."""
+    return (settings.target, settings.tls, settings.ca_file, settings.cert_file, settings.key_file)
+
+
+class GrpcTransport:
+    def __init__(self, settings: SignalSettings, channel: grpc.Channel) -> None:
+        self._where = f"{settings.signal} to {settings.target}"
+        self._export = _STUBS[settings.signal](channel).Export
+        # gRPC metadata keys must be lower case.
+        self._metadata = tuple((k.lower(), v) for k, v in settings.headers.items())
+        self._compression = grpc.Compression.Gzip if settings.gzip else grpc.Compression.NoCompression
+        self._channel = channel
+
+    def send(self, request: Message, timeout_s: float) -> Message:
+        try:
+            return self._export(
+                request, timeout=timeout_s, metadata=self._metadata, compression=self._compression
+            )
+        except grpc.RpcError as exc:
+            code: grpc.StatusCode = exc.code()  # type: ignore[attr-defined]
+            message = f"{self._where}: {code.name}: {_one_line(exc.details() or '')}"  # type: ignore[attr-defined]
+            if code in RETRYABLE_GRPC:
+                raise RetryableExportError(message, _retry_info(exc)) from None
+            raise ExportError(message) from None
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def _retry_info(exc: grpc.RpcError) -> float | None:
+    """The server's RetryInfo delay from the status details in the trailers, if it sent one."""
+    trailers = exc.trailing_metadata() or ()  # type: ignore[attr-defined]
+    for key, value in trailers:
+        if key != "grpc-status-details-bin":
+            continue
+        status = status_pb2.Status()
+        try:
+            status.ParseFromString(value)
+        except DecodeError:
+            return None
+        for detail in status.details:
+            info = error_details_pb2.RetryInfo()
+            if detail.Unpack(info):
+                return info.retry_delay.ToTimedelta().total_seconds()
+    return None
+
+
+class HttpTransport:
+    def __init__(self, settings: SignalSettings) -> None:
+        self._url = settings.url
+        parts = urlsplit(settings.url)
+        self._host, self._port = parts.hostname, parts.port
+        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._response_type = RESPONSES[settings.signal]
+        self._headers = {
+            **settings.headers,
+            "Content-Type": "application/x-protobuf",
+            "User-Agent": USER_AGENT,
+        }
+        if settings.gzip:
+            self._headers["Content-Encoding"] = "gzip"
+        self._gzip = settings.gzip
+        self._context = _ssl_context(settings) if settings.tls else None
+        self._conn: http.client.HTTPConnection | None = None
+        self._closed = False
+        self._used = False
+        self._lock = threading.Lock()
+
+    def send(self, request: Message, timeout_s: float) -> Message:
+        body = request.SerializeToString()
+        if self._gzip:
+            body = gzip.compress(body, compresslevel=6, mtime=0)
+        with self._lock:
+            try:
+                status, reason, headers, data = self._post(body, timeout_s)
+            except ssl.SSLError as exc:
+                self._drop()
+                if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+                    raise RetryableExportError(f"POST {self._url}: {_one_line(str(exc))}") from None
+                # Certificates or TLS settings the peer refuses: retrying cannot help.
+                raise ExportError(f"POST {self._url}: {_one_line(str(exc))}") from None
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop()
+                detail = _one_line(str(exc)) or type(exc).__name__
+                raise RetryableExportError(f"POST {self._url}: {detail}") from None
+        if status // 100 == 2:
+            response = self._response_type()
+            # An empty or non-protobuf 2xx body still means the data was accepted.
+            with contextlib.suppress(DecodeError):
+                response.ParseFromString(data)
+            return response
+        message = f"POST {self._url}: HTTP {status} {reason}{_status_detail(data)}"
+        if status in RETRYABLE_HTTP:
+            raise RetryableExportError(message, _retry_after(headers.get("Retry-After")))
+        raise ExportError(message)
+
+    def _post(self, body: bytes, timeout_s: float) -> tuple[int, str, http.client.HTTPMessage, bytes]:
+        for attempt in (1, 2):
+            reused = self._conn is not None and self._used
+            conn = self._connection(timeout_s)
+            try:
+                conn.request("POST", self._path, body=body, headers=self._headers)
+                response = conn.getresponse()
+                data = response.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                # A kept-alive connection the server closed while idle: reconnect once right away.
+                self._drop()
+                if reused and attempt == 1:
+                    continue
+                raise
+            self._used = True
+            if response.will_close:
+                self._drop()
+            return response.status, response.reason, response.headers, data
+        raise AssertionError("unreachable")
+
+    def _connection(self, timeout_s: float) -> http.client.HTTPConnection:
+        if self._closed:
+            raise ExportError(f"POST {self._url}: transport closed")
+        conn = self._conn
+        if conn is None:
+            if self._context is not None:
+                conn = http.client.HTTPSConnection(
+                    self._host or "", self._port, timeout=timeout_s, context=self._context
+                )
+            else:
+                conn = http.client.HTTPConnection(self._host or "", self._port, timeout=timeout_s)
+            self._conn, self._used = conn, False
+        conn.timeout = timeout_s
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout_s)
+        return conn
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def close(self) -> None:
+        """Close for good; without the lock, since shutting the socket down wakes a request in flight."""
+        self._closed = True
+        conn = self._conn
+        sock = conn.sock if conn is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def _ssl_context(settings: SignalSettings) -> ssl.SSLContext:
+    try:
+        context = ssl.create_default_context(cafile=settings.ca_file or None)
+        if settings.cert_file:
+            context.load_cert_chain(settings.cert_file, settings.key_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"OTLP {settings.signal} TLS files: {_one_line(str(exc))}") from None
+    return context
+
+
+def _status_detail(data: bytes) -> str:
+    """The message of a google.rpc.Status error body, as OTLP/HTTP servers send it."""
+    status = status_pb2.Status()
+    try:
+        status.ParseFromString(data)
+    except DecodeError:
+        return ""
+    return f": {_one_line(status.message)}" if status.message else ""
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After as delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
