@@ -92,6 +92,7 @@ def run_bridge(config: BridgeConfig) -> int:
     finally:
         for endpoint in endpoints:
             endpoint.stop()
+    log.info("stopped: %s", bridge.summary())
     if bridge.error:
         print(f"hubble-otlp: error: {bridge.error}", file=sys.stderr)
     return code

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,10 @@ from hubble_bridge import __version__
 from hubble_bridge.errors import BridgeError
 
 PROG = "hubble-otlp"
+
+# gRPC's C core prints its own lines for failures we already report in one clear line (a TLS handshake
+# that fails, a peer that goes away); keep its output to real errors unless the user asks for more.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
 def _add_client_tls(p: argparse.ArgumentParser) -> None:
@@ -122,10 +127,13 @@ def _flag_layer(args: argparse.Namespace) -> dict[str, Any]:
             export[signal] = False
     layer: dict[str, Any] = {}
     source: dict[str, Any] = {}
+    # A source given on the command line replaces one from the environment or the file.
     if getattr(args, "relay", None):
         source["relay"] = args.relay
+        source["files"] = []
     if getattr(args, "file", None):
         source["files"] = args.file
+        source["relay"] = ""
     if getattr(args, "follow", None):
         source["follow"] = True
     for key in ("since", "number", "first"):

@@ -9,6 +9,7 @@ them and `load_config` resolves the layers, reporting every problem at once.
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -16,7 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from hubble_bridge.configload import build, load_yaml, merge, parse_key_values, to_plain
-from hubble_bridge.errors import ConfigError
+from hubble_bridge.errors import BridgeError, ConfigError
 from hubble_bridge.mapping.logs import LogConfig
 from hubble_bridge.mapping.metrics import MetricsConfig
 from hubble_bridge.mapping.redact import RedactConfig
@@ -50,8 +51,14 @@ class ExportConfig:
     flush_interval_s: float = 5.0  # spans and logs (OTEL_BSP_SCHEDULE_DELAY)
     metric_interval_s: float = 15.0  # OTEL_METRIC_EXPORT_INTERVAL
     max_batch: int = 2048  # spans or logs in one export request
-    queue_batches: int = 64  # source-to-mapping queue, in batches of up to 512 events
-    overflow: Literal["block", "drop_oldest"] = "block"  # when the queue is full
+    queue_batches: int = 64  # source-to-mapping buffer, in batches of 512 events
+    export_queue: int = 16  # export requests waiting for the exporter
+    # When the backend is slow or down and the queues are full: "block" slows the flow stream down (gRPC
+    # flow control reaches Relay) and retries each batch for up to retry_max_s; "drop_oldest" keeps the
+    # newest data and drops (and counts) the oldest.
+    overflow: Literal["block", "drop_oldest"] = "block"
+    retry_max_s: float = 300.0  # how long one batch is retried before it is dropped (and counted)
+    shutdown_timeout_s: float = 10.0  # SIGTERM: time allowed to flush what is pending
 
 
 @dataclass
@@ -77,11 +84,29 @@ class BridgeConfig:
             problems.append("source: first and number exclude each other")
         if self.export.flush_interval_s <= 0 or self.export.metric_interval_s <= 0:
             problems.append("export: intervals must be positive")
-        if self.export.max_batch < 1 or self.export.queue_batches < 1:
-            problems.append("export: max_batch and queue_batches must be at least 1")
+        if min(self.export.max_batch, self.export.queue_batches, self.export.export_queue) < 1:
+            problems.append("export: max_batch, queue_batches and export_queue must be at least 1")
+        if self.export.retry_max_s < 0 or self.export.shutdown_timeout_s < 0:
+            problems.append("export: retry_max_s and shutdown_timeout_s must not be negative")
         if not (self.export.otlp or self.export.output_file or self.metrics_listen):
             problems.append("export: nothing to export to (enable otlp, output_file or metrics_listen)")
-        components: list[Any] = [self.metrics, self.logs, self.redact]
+        if self.source.since:
+            from hubble_bridge.sources.resilient import parse_since
+
+            try:
+                parse_since(self.source.since)
+            except ConfigError as exc:
+                problems.append(str(exc))
+        if self.source.whitelist or self.source.blacklist:
+            from hubble_bridge.filters import FlowFilterSet, filters_from_json
+
+            try:
+                FlowFilterSet(
+                    filters_from_json(self.source.whitelist), filters_from_json(self.source.blacklist)
+                )
+            except BridgeError as exc:
+                problems.append(f"source filters: {exc}")
+        components: list[Any] = [self.metrics, self.spans, self.logs, self.redact]
         if self.export.otlp:
             components.append(self.otlp)
         for component in components:
@@ -113,7 +138,8 @@ def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
     if environ.get("OTEL_SERVICE_NAME"):
         layer["service_name"] = environ["OTEL_SERVICE_NAME"]
     if environ.get("OTEL_RESOURCE_ATTRIBUTES"):
-        attrs = parse_key_values(environ["OTEL_RESOURCE_ATTRIBUTES"], "OTEL_RESOURCE_ATTRIBUTES", errors)
+        raw = parse_key_values(environ["OTEL_RESOURCE_ATTRIBUTES"], "OTEL_RESOURCE_ATTRIBUTES", errors)
+        attrs = {k: urllib.parse.unquote(v) for k, v in raw.items()}  # the spec percent-encodes values
         layer["resource_attributes"] = attrs
         if "service.name" in attrs and "service_name" not in layer:
             layer["service_name"] = attrs["service.name"]

@@ -73,21 +73,22 @@ class Bridge:
         self.stats = SelfMetrics(start_time_ns=now)
         self.metrics = MetricsAggregator(config.metrics, start_time_ns=now)
         self.spans = SpanMapper(config.spans)
-        self.resource = make_resource(
-            {
-                **config.resource_attributes,
-                "service.name": config.service_name,
-                "service.version": __version__,
-                "k8s.cluster.name": config.cluster_name,
-            }
-        )
+        own = {
+            **config.resource_attributes,
+            "service.name": config.service_name,
+            "service.version": __version__,
+        }
+        if config.cluster_name:
+            own["k8s.cluster.name"] = config.cluster_name
+        self.resource = make_resource(own)
         self._buffer: list[GetFlowsResponse] = []
         self._buffer_limit = config.export.queue_batches * BATCH
         self._cond = threading.Condition()
         self._mapping_lock = threading.Lock()  # guards the mapping state against /metrics scrapes
         self._source_done = threading.Event()
         self._stopping = threading.Event()
-        self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=config.export.queue_batches)
+        self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=config.export.export_queue)
+        self._abort = threading.Event()  # shutdown deadline passed: stop retrying
         self._last_export_ok = True
         # readiness: the source says when its stream is open; otherwise the first event tells
         self.connected: threading.Event = getattr(source, "connected", None) or threading.Event()
@@ -103,11 +104,48 @@ class Bridge:
         try:
             self._map_loop()
         finally:
-            self._jobs.put(None)
-            exporter.join()
+            self._stopping.set()
+            deadline = time.monotonic() + self.config.export.shutdown_timeout_s
+            while exporter.is_alive() and time.monotonic() < deadline:
+                try:
+                    self._jobs.put(None, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            exporter.join(max(0.0, deadline - time.monotonic()))
+            if exporter.is_alive():
+                log.warning(
+                    "flush deadline of %.0fs passed: dropping what is left",
+                    self.config.export.shutdown_timeout_s,
+                )
+                self._abort.set()
             for sink in self.sinks:
-                sink.shutdown()
+                sink.shutdown()  # also interrupts a sink's retry backoff
+            exporter.join(5.0)
+            self._count_abandoned()
         return 1 if self.error else 0
+
+    def summary(self) -> str:
+        """One line of totals, for the log at exit."""
+        st = self.stats
+        parts = [f"{st.total('flows.received')} events received"]
+        for signal in ("traces", "logs", "metrics"):
+            ok = st.get("export.items", signal=signal, result="ok")
+            dropped = st.get("export.items", signal=signal, result="dropped")
+            parts.append(f"{signal}: {ok:.0f} exported, {dropped:.0f} dropped")
+        dropped_events = st.total("flows.dropped")
+        if dropped_events:
+            parts.append(f"{dropped_events} events dropped at the queue")
+        return "; ".join(parts)
+
+    def _count_abandoned(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                self.stats.add("export.items", job.count, signal=job.signal, result="dropped")
 
     def stop(self) -> None:
         """Stop reading; what was read is still mapped and exported. Safe from signal handlers."""
@@ -163,10 +201,10 @@ class Bridge:
             with self._cond:
                 if len(self._buffer) < BATCH and not self._source_done.is_set():
                     self._cond.wait(WAKE_S)
+                self.stats.set("queue.depth", len(self._buffer))
                 batch, self._buffer = self._buffer, []
                 self._cond.notify_all()
                 finished = self._source_done.is_set() and not self._buffer
-            self.stats.set("queue.depth", len(self._buffer))
             if batch:
                 with self._mapping_lock:
                     stream_now_ns = max(stream_now_ns, self._map_batch(batch, spans, logs))
@@ -220,7 +258,9 @@ class Bridge:
                 mapped += 1
             elif kind == "lost_events":
                 lost = response.lost_events
-                source = enum_name(flow_pb2.LostEventSource, lost.source)
+                source = enum_name(
+                    flow_pb2.LostEventSource, lost.source
+                ).lower()  # as hubble_lost_events_total
                 self.stats.add("lost_events", lost.num_events_lost, source=source)
                 if metrics_on:
                     self.metrics.process(response)
@@ -241,9 +281,28 @@ class Bridge:
         """Flow metrics and self-metrics as of now (cumulative)."""
         with self._mapping_lock:
             families = self.metrics.snapshot()
-            self.stats.set("spans.unanswered", self.spans.unanswered)
-            self.stats.set("metrics.overflow", self.metrics.overflowed)
+            self._copy_counters()
         return MetricsSnapshot(self.resource, time.time_ns(), families + self.stats.families())
+
+    def _copy_counters(self) -> None:
+        """Counters that live in the components, as self-metrics."""
+        st = self.stats
+        st.set_total("spans.unanswered", self.spans.unanswered)
+        st.set_total("spans.evicted", self.spans.evicted)
+        st.set_total("metrics.overflow", self.metrics.overflowed)
+        limits = self.spans.limit_counts
+        for what in ("values", "lists", "attributes"):
+            st.set_total("attributes.truncated", getattr(limits, what), what=what)
+        for attr, name in (("filtered", "flows.filtered"), ("duplicates", "flows.duplicates")):
+            value = getattr(self.source, attr, None)
+            if isinstance(value, int):
+                st.set_total(name, value)
+        for sink in self.sinks:
+            sink_stats = getattr(sink, "stats", None)
+            if callable(sink_stats):
+                for signal, s in sink_stats().items():
+                    st.set_total("export.retries", s.retries, signal=signal)
+                    st.set_total("export.rejected", s.items_rejected, signal=signal)
 
     def _flush(self, spans: list[SpanRecord], logs: list[LogRecord]) -> None:
         size = self.config.export.max_batch
@@ -274,19 +333,30 @@ class Bridge:
     def _export_loop(self) -> None:
         while (job := self._jobs.get()) is not None:
             for sink in self.sinks:
-                started = time.monotonic()
-                method = {
-                    "traces": sink.export_traces,
-                    "logs": sink.export_logs,
-                    "metrics": sink.export_metrics,
-                }[job.signal]
-                try:
-                    ok = method(job.items)  # type: ignore[arg-type]
-                except Exception as exc:  # a sink must not kill the pipeline
-                    log.error("%s export to %s failed: %s", job.signal, sink_name(sink), exc)
-                    ok = False
-                self._last_export_ok = ok
-                result = "ok" if ok else "failed"
-                self.stats.add("export.batches", signal=job.signal, result=result)
-                self.stats.add("export.items", job.count, signal=job.signal, result=result)
-                self.stats.set("export.latency", time.monotonic() - started, signal=job.signal)
+                self._export_with_retry(sink, job)
+
+    def _export_with_retry(self, sink: Sink, job: _Job) -> None:
+        """Send one job to one sink, retrying failed sends (the sink retries too) until retry_max_s."""
+        method = {"traces": sink.export_traces, "logs": sink.export_logs, "metrics": sink.export_metrics}[
+            job.signal
+        ]
+        give_up = time.monotonic() + self.config.export.retry_max_s
+        backoff = 0.5
+        while True:
+            started = time.monotonic()
+            try:
+                ok = method(job.items)  # type: ignore[arg-type]
+            except Exception as exc:  # a sink must not kill the pipeline
+                log.error("%s export to %s failed: %s", job.signal, sink_name(sink), exc)
+                ok = False
+            self._last_export_ok = ok
+            self.stats.add("export.batches", signal=job.signal, result="ok" if ok else "failed")
+            self.stats.set("export.latency", time.monotonic() - started, signal=job.signal)
+            if ok:
+                self.stats.add("export.items", job.count, signal=job.signal, result="ok")
+                return
+            newer_waiting = self.config.export.overflow == "drop_oldest" and self._jobs.qsize() > 0
+            if newer_waiting or time.monotonic() + backoff > give_up or self._abort.wait(backoff):
+                self.stats.add("export.items", job.count, signal=job.signal, result="dropped")
+                return
+            backoff = min(backoff * 2, 5.0)

@@ -28,6 +28,12 @@ class SelfMetrics:
         with self._lock:
             self.counters[key] += value
 
+    def set_total(self, name: str, value: int, **labels: str) -> None:
+        """A counter kept elsewhere (a source, a sink, the mapping), copied in at snapshot time."""
+        key = (name, tuple(sorted(labels.items())))
+        with self._lock:
+            self.counters[key] = value
+
     def set(self, name: str, value: float, **labels: str) -> None:
         key = (name, tuple(sorted(labels.items())))
         with self._lock:
@@ -68,6 +74,11 @@ DESCRIPTIONS = {
     "flows.received": "Hubble events read from the source (flows, lost events, node status).",
     "flows.mapped": "Flows turned into telemetry.",
     "flows.filtered": "Flows excluded by the configured allow and deny filters.",
+    "flows.duplicates": "Flows received twice across a reconnection and dropped as duplicates.",
+    "spans.evicted": "L7 requests ended early because too many awaited a response (spans.max_pending).",
+    "attributes.truncated": "Attribute values, lists or keys cut to the configured limits, by what.",
+    "export.retries": "Export attempts repeated after a retryable error, by signal.",
+    "export.rejected": "Items the backend refused in a partial-success response, by signal.",
     "flows.dropped": "Events dropped on purpose or by overload, by reason.",
     "input.invalid": "Input lines or messages rejected as invalid.",
     "lost_events": "Events Hubble reported lost before they reached the bridge, by source.",
@@ -75,7 +86,7 @@ DESCRIPTIONS = {
     "source.reconnects": "Reconnections to the flow source after the stream was lost.",
     "queue.depth": "Events waiting between the source and the mapping stage.",
     "export.batches": "Export requests, by signal and result.",
-    "export.items": "Spans, log records or metric points exported, by signal and result.",
+    "export.items": "Spans, log records or metric snapshots exported or dropped, by signal and result.",
     "export.latency": "Duration of the last export request, by signal.",
     "spans.unanswered": "L7 requests whose response never came within the join window.",
     "metrics.overflow": "Metric data points that went to an overflow series (cardinality limit).",
