@@ -1,0 +1,1 @@
+"""Flow sources: each yields GetFlowsResponse messages and knows nothing of OpenTelemetry."""
