@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from hubble_bridge.telemetry import MetricFamily, MetricKind, NumberPoint
 
 PREFIX = "hubble_otlp."
+INT64_MAX = 2**63 - 1
 
 
 @dataclass
@@ -54,7 +55,9 @@ class SelfMetrics:
             gauges = list(self.gauges.items())
         by_name: dict[tuple[str, MetricKind], list[NumberPoint]] = {}
         for (name, labels), value in counters:
-            by_name.setdefault((name, MetricKind.COUNTER), []).append(NumberPoint(labels, value))
+            # Saturate: a hostile lost-event count near 2**64 must not break the int64 encoding for good.
+            point = NumberPoint(labels, min(value, INT64_MAX))
+            by_name.setdefault((name, MetricKind.COUNTER), []).append(point)
         for (name, labels), value in gauges:
             by_name.setdefault((name, MetricKind.GAUGE), []).append(NumberPoint(labels, value))
         return [
