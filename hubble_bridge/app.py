@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -83,22 +84,67 @@ def run_bridge(config: BridgeConfig) -> int:
     source = build_source(config, filters, lambda name: holder["bridge"].stats.add(name))
     bridge = Bridge(config, source, build_sinks(config))
     holder["bridge"] = bridge
-    endpoints = _start_endpoints(config, bridge)
-    _install_signal_handlers(bridge)
+    election = _Election(config, bridge) if config.leader_election.enabled else None
+    endpoints = _start_endpoints(config, bridge, election)
+    stopping = threading.Event()
+    _install_signal_handlers(bridge, stopping)
     where = config.source.relay or ", ".join(config.source.files)
-    log.info("bridging flows from %s", where)
     try:
+        if election is not None and not election.wait_for_leadership(stopping):
+            return 0  # stopped while standing by
+        log.info("bridging flows from %s", where)
         code = bridge.run()
     finally:
+        if election is not None:
+            election.release()  # after the last export, so the next leader starts where this one ended
         for endpoint in endpoints:
             endpoint.stop()
+    if election is not None and election.lost:
+        log.error("lost the leader lease: exiting so that a standby takes over")
+        code = 1
     log.info("stopped: %s", bridge.summary())
     if bridge.error:
         print(f"hubble-otlp: error: {bridge.error}", file=sys.stderr)
     return code
 
 
-def _start_endpoints(config: BridgeConfig, bridge: Bridge) -> list[Any]:
+class _Election:
+    """Only the holder of a Kubernetes Lease reads Relay and exports; standbys wait, ready."""
+
+    def __init__(self, config: BridgeConfig, bridge: Bridge) -> None:
+        from hubble_bridge.k8s.leader import LeaderElector
+
+        self.bridge = bridge
+        self.elector = LeaderElector(config.leader_election.resolved(dict(os.environ)))
+        self.leading = threading.Event()
+        self.lost = False
+        self._thread = threading.Thread(
+            target=self.elector.run, args=(self.leading.set, self._stopped_leading), daemon=True
+        )
+
+    def wait_for_leadership(self, stopping: threading.Event) -> bool:
+        self._thread.start()
+        log.info("standing by for the leader lease")
+        while not self.leading.wait(0.2):
+            if stopping.is_set():
+                return False
+        return True
+
+    def _stopped_leading(self) -> None:
+        if not self.bridge.stopping:
+            self.lost = True
+            self.bridge.stop()
+
+    def release(self) -> None:
+        self.elector.stop()
+        self._thread.join(10.0)
+
+    @property
+    def standby(self) -> bool:
+        return not self.leading.is_set()
+
+
+def _start_endpoints(config: BridgeConfig, bridge: Bridge, election: _Election | None = None) -> list[Any]:
     from hubble_bridge.sinks.http_server import HttpEndpoint
     from hubble_bridge.sinks.prometheus import metrics_route
 
@@ -114,6 +160,8 @@ def _start_endpoints(config: BridgeConfig, bridge: Bridge) -> list[Any]:
             return 200, "text/plain", b"ok\n"
 
         def readyz(_headers: dict[str, str]) -> tuple[int, str, bytes]:
+            if election is not None and election.standby:
+                return 200, "text/plain", b"standby: waiting for the leader lease\n"
             if bridge.ready:
                 return 200, "text/plain", b"ready\n"
             return 503, "text/plain", b"not ready: source not connected or export failing\n"
@@ -125,12 +173,14 @@ def _start_endpoints(config: BridgeConfig, bridge: Bridge) -> list[Any]:
     return endpoints
 
 
-def _install_signal_handlers(bridge: Bridge) -> None:
+def _install_signal_handlers(bridge: Bridge, stopping: threading.Event | None = None) -> None:
     if threading.current_thread() is not threading.main_thread():
         return
 
     def handle(signum: int, _frame: object) -> None:
         log.info("received %s: flushing and stopping", signal.Signals(signum).name)
+        if stopping is not None:
+            stopping.set()
         bridge.stop()
 
     signal.signal(signal.SIGTERM, handle)

@@ -18,6 +18,7 @@ import yaml
 
 from hubble_bridge.configload import build, load_yaml, merge, parse_key_values, to_plain
 from hubble_bridge.errors import BridgeError, ConfigError
+from hubble_bridge.k8s.leader import LeaderElectionConfig
 from hubble_bridge.mapping.logs import LogConfig
 from hubble_bridge.mapping.metrics import MetricsConfig
 from hubble_bridge.mapping.redact import RedactConfig
@@ -75,6 +76,7 @@ class BridgeConfig:
     redact: RedactConfig = field(default_factory=RedactConfig)
     metrics_listen: str = ""  # host:port for Prometheus /metrics
     health_listen: str = ""  # host:port for /healthz and /readyz
+    leader_election: LeaderElectionConfig = field(default_factory=LeaderElectionConfig)  # one exporter of N
 
     def validate(self) -> None:
         problems: list[str] = []
@@ -107,6 +109,8 @@ class BridgeConfig:
             except BridgeError as exc:
                 problems.append(f"source filters: {exc}")
         components: list[Any] = [self.metrics, self.spans, self.logs, self.redact]
+        if self.leader_election.enabled:
+            components.append(self.leader_election)
         if self.export.otlp:
             components.append(self.otlp)
         for component in components:

@@ -155,6 +155,10 @@ class Bridge:
             self._cond.notify_all()
 
     @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    @property
     def ready(self) -> bool:
         return self.connected.is_set() and self._last_export_ok and not self._source_done.is_set()
 

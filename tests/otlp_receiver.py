@@ -65,6 +65,7 @@ class OtlpReceiver:
         self.calls = 0  # every export call, failed ones included
         self._cond = threading.Condition(threading.RLock())
         self._fail: list[tuple[grpc.StatusCode, int, float | None]] = []
+        self._outage = False  # every call fails with UNAVAILABLE / 503 until end_outage()
         self._stalled = False
         self._reject: tuple[int, str] | None = None
         self._grpc: grpc.Server | None = None
@@ -133,6 +134,15 @@ class OtlpReceiver:
         with self._cond:
             self._fail.extend([(grpc_code, http_status, retry_after_s)] * n)
 
+    def start_outage(self) -> None:
+        """Fail every call (UNAVAILABLE / 503) until end_outage()."""
+        with self._cond:
+            self._outage = True
+
+    def end_outage(self) -> None:
+        with self._cond:
+            self._outage = False
+
     def stall(self) -> None:
         """Hold every call until release() (or stop())."""
         with self._cond:
@@ -190,6 +200,8 @@ class OtlpReceiver:
             self._cond.wait_for(lambda: not self._stalled, STALL_LIMIT_S)
             if self._fail:
                 return None, self._fail.pop(0)
+            if self._outage:
+                return None, (grpc.StatusCode.UNAVAILABLE, 503, None)
             self.received.append(Received(signal, transport, request, headers, peer))
             response = SIGNALS[signal][1]()
             if self._reject is not None:

@@ -1,0 +1,1 @@
+"""Kubernetes integration: pod and service metadata for endpoints (metadata.py)."""
