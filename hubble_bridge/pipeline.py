@@ -215,7 +215,8 @@ class Bridge:
             now = time.monotonic()
             if now >= next_expire and stream_now_ns:
                 with self._mapping_lock:
-                    spans.extend(self.spans.expire(stream_now_ns))
+                    # the mapper's watermark ignores a lone far-future flow time
+                    spans.extend(self.spans.expire(self.spans.watermark_ns))
                 next_expire = now + EXPIRE_EVERY_S
             if finished:
                 with self._mapping_lock:
@@ -297,7 +298,11 @@ class Bridge:
         limits = self.spans.limit_counts
         for what in ("values", "lists", "attributes"):
             st.set_total("attributes.truncated", getattr(limits, what), what=what)
-        for attr, name in (("filtered", "flows.filtered"), ("duplicates", "flows.duplicates")):
+        for attr, name in (
+            ("filtered", "flows.filtered"),
+            ("duplicates", "flows.duplicates"),
+            ("invalid_messages", "input.invalid"),
+        ):
             value = getattr(self.source, attr, None)
             if isinstance(value, int):
                 st.set_total(name, value)

@@ -16,7 +16,9 @@ SHARED_FLOWS = REPO.parent / "shared" / "flows"
 def flow_files() -> list[Path]:
     files = sorted(SHARED_FLOWS.glob("*.jsonl"))
     if not files:
-        pytest.fail(f"no recorded flows in {SHARED_FLOWS}: tests expect ../shared/flows beside the repository")
+        pytest.fail(
+            f"no recorded flows in {SHARED_FLOWS}: tests expect ../shared/flows beside the repository"
+        )
     return files
 
 
@@ -26,8 +28,9 @@ def shared_flows() -> Path:
     return SHARED_FLOWS
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
-            input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, input: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run `hubble-otlp` in a fresh interpreter, as a user's shell would."""
     return subprocess.run(
         [sys.executable, "-m", "hubble_bridge.cli", *args],

@@ -23,7 +23,14 @@ def test_committed_stubs_match_proto_sources() -> None:
 def test_wire_names_match_hubble() -> None:
     assert observer_pb2.DESCRIPTOR.services_by_name["Observer"].full_name == "observer.Observer"
     methods = {m.name for m in observer_pb2.DESCRIPTOR.services_by_name["Observer"].methods}
-    assert methods == {"GetFlows", "GetAgentEvents", "GetDebugEvents", "GetNodes", "GetNamespaces", "ServerStatus"}
+    assert methods == {
+        "GetFlows",
+        "GetAgentEvents",
+        "GetDebugEvents",
+        "GetNodes",
+        "GetNamespaces",
+        "ServerStatus",
+    }
     assert peer_pb2.DESCRIPTOR.services_by_name["Peer"].full_name == "peer.Peer"
     assert hasattr(observer_pb2_grpc, "ObserverStub") and hasattr(peer_pb2_grpc, "PeerStub")
     assert flow_pb2.Flow.DESCRIPTOR.full_name == "flow.Flow"

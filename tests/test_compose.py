@@ -90,7 +90,7 @@ def test_no_cluster_profile_commands_fit_together() -> None:
     bridge = parser.parse_args(services["bridge"]["command"])
     assert gen.command == "generate" and replay.command == "replay" and bridge.command == "bridge"
     assert replay.files == [gen.output] and replay.loop
-    host, _, port = bridge.relay.rpartition(":")
+    host, _, port = bridge.relay[0].rpartition(":")
     assert host == "replay" and replay.listen.endswith(":" + port)
     assert services["replay"]["depends_on"]["flowgen"]["condition"] == "service_completed_successfully"
 
@@ -102,7 +102,7 @@ def test_no_cluster_profile_commands_fit_together() -> None:
     )
     config_mount = next(v for v in services["bridge"]["volumes"] if v.endswith(":" + bridge.config + ":ro"))
     flags = {
-        "source": {"relay": bridge.relay},
+        "source": {"relay": bridge.relay[0]},
         "metrics_listen": bridge.metrics_listen,
         "health_listen": bridge.health_listen,
     }

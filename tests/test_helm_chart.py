@@ -173,7 +173,7 @@ def test_relay_mode_is_a_leader_elected_deployment(tmp_path: Path) -> None:
     args = build_parser().parse_args(bridge["args"])
     assert (args.command, args.config) == ("bridge", "/etc/hubble-otlp/config.yaml")
     flags = {
-        "source": {"relay": args.relay},
+        "source": {"relay": args.relay[0]},
         "metrics_listen": args.metrics_listen,
         "health_listen": args.health_listen,
     }
@@ -418,7 +418,7 @@ def test_container_arguments_parse_with_the_real_command_line() -> None:
     by_name = containers(index)
     for name in ("bridge", "bridge-sidecar"):
         args = parser.parse_args(by_name[name]["args"])
-        assert args.command == "bridge" and args.verbose and args.relay == arg(by_name[name], "--relay")
+        assert args.command == "bridge" and args.verbose and args.relay == [arg(by_name[name], "--relay")]
     commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     if "sidecar" not in commands:
         pytest.skip("`hubble-otlp sidecar` is not in this build yet; bridge arguments checked")

@@ -99,7 +99,10 @@ def _requirement(text: str) -> Requirement:
             raise ValueError(f"invalid label value {bad[0]!r}")
         return _set_requirement(match[1], match[2] == "in", frozenset(values))
     if match := _NUMERIC.fullmatch(text):
-        return _numeric_requirement(match[1], match[2], int(match[3]))
+        bound = _int64(match[3])
+        if bound is None:
+            raise ValueError(f"{match[3][:20]!r} is not a 64-bit integer")
+        return _numeric_requirement(match[1], match[2], bound)
     raise ValueError(f"cannot parse requirement {text.strip()!r}")
 
 
@@ -115,11 +118,24 @@ def _numeric_requirement(raw_key: str, op: str, bound: int) -> Requirement:
 
     def check(labels: Labels) -> bool:
         value = _lookup(labels, source, key)
-        if value is None or not re.fullmatch(r"[+-]?[0-9]+", value):
+        number = _int64(value) if value is not None else None
+        if number is None:
             return False
-        return int(value) > bound if op == ">" else int(value) < bound
+        return number > bound if op == ">" else number < bound
 
     return check
+
+
+def _int64(text: str) -> int | None:
+    """The value as Go's strconv.ParseInt(text, 10, 64) reads it (Kubernetes compares so), else None."""
+    if not re.fullmatch(r"[+-]?[0-9]+", text):
+        return None
+    # Checked before int(): a label value may hold more digits than int() accepts.
+    digits = text.lstrip("+-").lstrip("0") or "0"
+    if len(digits) > 19:
+        return None
+    number = -int(digits) if text.startswith("-") else int(digits)
+    return number if -(2**63) <= number < 2**63 else None
 
 
 def compile_selector(selector: str) -> Requirement:

@@ -4,7 +4,8 @@ String values are cut to `max_value_length` UTF-8 bytes on a character boundary;
 lists to `max_list_items`; a record to `max_attributes` keys (the first ones kept,
 which is why mappers add semantic-convention keys before headers). Lone surrogates
 and byte strings that are not UTF-8 are replaced, never raised on, because the
-OTLP encoder would reject them later.
+OTLP encoder would reject them later. For the same reason numbers from the wire
+that OTLP cannot carry are clamped: times to fixed64, counts to int64.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from hubble_bridge.errors import ConfigError
+
+UINT64_MAX = (1 << 64) - 1
+INT64_MAX = (1 << 63) - 1
 
 
 @dataclass
@@ -72,6 +76,16 @@ def apply_limits(
         if counts is not None:
             counts.attributes += len(extra)
     return attrs
+
+
+def clamp_ns(ns: int) -> int:
+    """A time in OTLP's fixed64 range: a Timestamp may carry any int64 seconds and int32 nanos."""
+    return 0 if ns < 0 else min(ns, UINT64_MAX)
+
+
+def clamp_int64(value: int) -> int:
+    """A uint64 from the wire as an OTLP int attribute (int64)."""
+    return min(value, INT64_MAX)
 
 
 def limit_str(value: str, max_bytes: int) -> str:

@@ -30,7 +30,7 @@ from hubble_bridge.api import flow_pb2, observer_pb2, relay_pb2
 from hubble_bridge.errors import ConfigError
 from hubble_bridge.flows.codec import timestamp_ns
 from hubble_bridge.mapping import semconv as sc
-from hubble_bridge.mapping.limits import AttributeLimits, apply_limits, limit_str
+from hubble_bridge.mapping.limits import AttributeLimits, apply_limits, clamp_int64, clamp_ns, limit_str
 from hubble_bridge.mapping.redact import RedactConfig, redact_url
 from hubble_bridge.mapping.resource import UNKNOWN_SERVICE, endpoint_resource, split_node_name, workload_name
 from hubble_bridge.mapping.summary import compact_summary, enum_name, policy_match_text
@@ -134,8 +134,10 @@ def flow_log(response: observer_pb2.GetFlowsResponse, config: LogConfig) -> LogR
     node_name = flow.node_name or response.node_name
     limits = config.limits
     return LogRecord(
-        resource=endpoint_resource(_observed_endpoint(flow), node_name, config.cluster_name),
-        time_ns=timestamp_ns(flow.time if flow.HasField("time") else response.time),
+        resource=endpoint_resource(
+            _observed_endpoint(flow), node_name, config.cluster_name, limits.max_value_length
+        ),
+        time_ns=clamp_ns(timestamp_ns(flow.time if flow.HasField("time") else response.time)),
         severity=severity,
         body=limit_str(compact_summary(response, config._rewrite_url), limits.max_value_length),
         attributes=apply_limits(_flow_attributes(flow, node_name), limits),
@@ -148,7 +150,7 @@ def lost_events_log(response: observer_pb2.GetFlowsResponse, config: LogConfig) 
     lost = response.lost_events
     attributes: Attributes = {
         sc.HUBBLE_LOST_EVENTS_SOURCE: enum_name(flow_pb2.LostEventSource, lost.source),
-        sc.HUBBLE_LOST_EVENTS_COUNT: lost.num_events_lost,
+        sc.HUBBLE_LOST_EVENTS_COUNT: clamp_int64(lost.num_events_lost),
     }
     if lost.HasField("cpu"):
         attributes[sc.HUBBLE_LOST_EVENTS_CPU] = lost.cpu.value
@@ -187,8 +189,8 @@ def _node_record(
 ) -> LogRecord:
     limits = config.limits
     return LogRecord(
-        resource=_node_resource(response.node_name, config.cluster_name),
-        time_ns=time_ns,
+        resource=_node_resource(response.node_name, config.cluster_name, limits.max_value_length),
+        time_ns=clamp_ns(time_ns),
         severity=severity,
         body=limit_str(compact_summary(response), limits.max_value_length),
         attributes=apply_limits(attributes, limits),
@@ -196,13 +198,13 @@ def _node_record(
     )
 
 
-def _node_resource(node_name: str, cluster_name: str) -> Resource:
+def _node_resource(node_name: str, cluster_name: str, max_value_length: int) -> Resource:
     cluster, node = split_node_name(node_name)
     return make_resource(
         {
             sc.SERVICE_NAME: NODE_SERVICE_NAME,
-            sc.K8S_NODE_NAME: node,
-            sc.K8S_CLUSTER_NAME: cluster or cluster_name,
+            sc.K8S_NODE_NAME: limit_str(node, max_value_length),
+            sc.K8S_CLUSTER_NAME: limit_str(cluster or cluster_name, max_value_length),
         }
     )
 

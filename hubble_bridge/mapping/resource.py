@@ -20,6 +20,7 @@ from functools import lru_cache
 
 from hubble_bridge.api import flow_pb2
 from hubble_bridge.mapping import semconv
+from hubble_bridge.mapping.limits import limit_str
 from hubble_bridge.telemetry import Resource, make_resource
 
 UNKNOWN_SERVICE = "unknown"
@@ -33,13 +34,16 @@ _WORKLOAD_KEYS = {kind: semconv.K8S_WORKLOAD_NAME_TEMPLATE.format(kind=kind) for
 CACHE_SIZE = 8192
 
 
-def endpoint_resource(endpoint: flow_pb2.Endpoint, node_name: str, cluster_name: str = "") -> Resource:
+def endpoint_resource(
+    endpoint: flow_pb2.Endpoint, node_name: str, cluster_name: str = "", max_value_length: int = 0
+) -> Resource:
     """The resource of a workload seen on `node_name` ("node" or "cluster/node").
 
+    Values are cut to `max_value_length` UTF-8 bytes (0: uncut), as AttributeLimits cuts attributes.
     Cached (bounded LRU): the serialized endpoint is the key, so any identifying
     field that changes (pod, labels, workloads, identity) gives a fresh entry.
     """
-    return _cached_resource(endpoint.SerializeToString(), node_name, cluster_name)
+    return _cached_resource(endpoint.SerializeToString(), node_name, cluster_name, max_value_length)
 
 
 def workload_name(endpoint: flow_pb2.Endpoint) -> str:
@@ -80,7 +84,7 @@ def _app_label(labels: Iterable[str]) -> str:
 
 
 @lru_cache(maxsize=CACHE_SIZE)
-def _cached_resource(serialized: bytes, node_name: str, cluster_name: str) -> Resource:
+def _cached_resource(serialized: bytes, node_name: str, cluster_name: str, max_value_length: int) -> Resource:
     endpoint = flow_pb2.Endpoint.FromString(serialized)
     node_cluster, node = split_node_name(node_name)
     attributes = {
@@ -95,4 +99,6 @@ def _cached_resource(serialized: bytes, node_name: str, cluster_name: str) -> Re
         key = _WORKLOAD_KEYS.get(workload.kind.lower())
         if key and workload.name:
             attributes.setdefault(key, workload.name)
+    if max_value_length:
+        attributes = {k: limit_str(v, max_value_length) for k, v in attributes.items()}
     return make_resource(attributes)

@@ -13,7 +13,9 @@ The span ends at the response's time and starts `latency_ns` earlier (request ti
 when there is no latency). A RESPONSE without a REQUEST still gives a span. A REQUEST
 with no RESPONSE within `join_window_s` of stream time (the latest flow time seen,
 or `expire(now_ns)`) ends as a span marked `hubble.l7.unanswered`. SAMPLE flows give
-no span.
+no span. Stream time leaps more than an hour (or a window) only when a second flow
+lands near the first: one flow from a skewed or hostile clock would otherwise end
+every request that follows as unanswered.
 
 Kind comes from where the proxy saw the exchange: INGRESS -> SERVER (resource: the
 server, request destination), otherwise CLIENT (resource: the client, request
@@ -32,7 +34,7 @@ from hubble_bridge.api import flow_pb2, observer_pb2
 from hubble_bridge.errors import ConfigError
 from hubble_bridge.flows.codec import timestamp_ns
 from hubble_bridge.mapping import semconv as sc
-from hubble_bridge.mapping.limits import AttributeLimits, LimitCounts, apply_limits
+from hubble_bridge.mapping.limits import AttributeLimits, LimitCounts, apply_limits, clamp_ns, limit_str
 from hubble_bridge.mapping.redact import RedactConfig, scan_headers
 from hubble_bridge.mapping.resource import endpoint_resource
 from hubble_bridge.mapping.spans_attrs import Fields, l7_fields, span_kind
@@ -48,6 +50,7 @@ from hubble_bridge.mapping.spans_l3l4 import l3l4_fields
 from hubble_bridge.telemetry import SpanKind, SpanRecord, StatusCode
 
 _NO_HEADERS: tuple[dict[str, list[str]], dict[str, str]] = ({}, {})
+_LEAP_NS = 3600 * 1_000_000_000
 
 
 @dataclass
@@ -84,6 +87,8 @@ class SpanMapper:
     def __init__(self, config: SpanConfig, *, rng: random.Random | None = None) -> None:
         self.config = config
         self._window_ns = int(config.join_window_s * 1e9)
+        self._leap_ns = max(self._window_ns, _LEAP_NS)
+        self._leap_candidate_ns = 0  # a flow time far ahead of the watermark, waiting for a second
         self._ids = IdGenerator(rng if rng is not None else random.Random())
         self._table = JoinTable()
         self.unanswered = 0  # spans for requests that never got a response (includes evicted)
@@ -113,7 +118,7 @@ class SpanMapper:
             return []  # SAMPLE: no exchange to time
         time_ns = timestamp_ns(flow.time) if flow.HasField("time") else timestamp_ns(response.time)
         if time_ns > self.watermark_ns:
-            self.watermark_ns = time_ns
+            self._advance(time_ns)
         node = flow.node_name or response.node_name
         out: list[SpanRecord] = []
         if l7_type == flow_pb2.RESPONSE:
@@ -141,6 +146,17 @@ class SpanMapper:
             self._table.remove(request)
             out.append(self._unanswered_span(request, self.watermark_ns))
         return out
+
+    def _advance(self, time_ns: int) -> None:
+        if self.watermark_ns and time_ns - self.watermark_ns <= self._leap_ns:
+            self.watermark_ns = time_ns
+            return
+        candidate = self._leap_candidate_ns
+        if candidate and abs(time_ns - candidate) <= self._leap_ns:
+            self.watermark_ns = time_ns
+            self._leap_candidate_ns = 0
+        else:
+            self._leap_candidate_ns = time_ns
 
     def _request(
         self, flow: flow_pb2.Flow, l7: flow_pb2.Layer7, node: str, time_ns: int, out: list[SpanRecord]
@@ -237,14 +253,17 @@ class SpanMapper:
         config = self.config
         name, attrs, status, message = fields
         return SpanRecord(
-            resource=endpoint_resource(endpoint, request.node, config.cluster_name),
+            resource=endpoint_resource(
+                endpoint, request.node, config.cluster_name, config.limits.max_value_length
+            ),
             trace_id=request.trace_id,
             span_id=request.span_id,
             parent_span_id=request.parent_span_id,
-            name=name,
+            name=limit_str(name, config.limits.max_value_length),  # DNS qtype, Kafka topic: from the wire
             kind=request.kind,
-            start_time_ns=start_ns,
-            end_time_ns=end_ns,
+            # Hostile times or latencies may leave fixed64; clamping keeps start <= end.
+            start_time_ns=clamp_ns(start_ns),
+            end_time_ns=clamp_ns(end_ns),
             attributes=apply_limits(attrs, config.limits, self.limit_counts),
             status=status,
             status_message=message,

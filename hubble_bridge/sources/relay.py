@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import grpc.experimental
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 
 from hubble_bridge.api import flow_pb2, observer_pb2, observer_pb2_grpc
 from hubble_bridge.errors import BridgeError, ConfigError
@@ -68,6 +69,11 @@ class RelayClient:
         else:
             self._channel = grpc.insecure_channel(address, _CHANNEL_OPTIONS)
         self._stub = observer_pb2_grpc.ObserverStub(self._channel)
+        self._get_flows = self._channel.unary_stream(
+            "/observer.Observer/GetFlows",
+            request_serializer=observer_pb2.GetFlowsRequest.SerializeToString,
+            response_deserializer=_lenient_decode,
+        )
 
     def server_status(self) -> observer_pb2.ServerStatusResponse:
         return self._unary(self._stub.ServerStatus, observer_pb2.ServerStatusRequest())
@@ -84,7 +90,7 @@ class RelayClient:
         with contextlib.suppress(_Unimplemented):
             self.server_status()
         try:
-            call = self._stub.GetFlows(request)
+            call = self._get_flows(request)
         except ValueError:
             raise BridgeError(f"the connection to {self.target} is closed") from None
         return FlowStream(call, self._error)
@@ -110,20 +116,35 @@ class _Unimplemented(BridgeError):
     pass
 
 
+def _lenient_decode(data: bytes) -> observer_pb2.GetFlowsResponse | None:
+    """A message protobuf refuses (e.g. invalid UTF-8 in a string) is skipped, not the end of the stream."""
+    try:
+        return observer_pb2.GetFlowsResponse.FromString(data)
+    except DecodeError:
+        return None
+
+
 class FlowStream:
-    """The GetFlows response stream; `cancel()` from any thread ends iteration quietly."""
+    """The GetFlows response stream; `cancel()` from any thread ends iteration quietly.
+
+    Undecodable messages are skipped and counted in `undecodable`: ending the stream on one would make
+    a resuming client ask for it again, forever.
+    """
 
     def __init__(self, call: Any, to_error: Any) -> None:
         self._call = call
         self._to_error = to_error
         self._cancelled = False
+        self.undecodable = 0
 
     def __iter__(self) -> Iterator[observer_pb2.GetFlowsResponse]:
         return self
 
     def __next__(self) -> observer_pb2.GetFlowsResponse:
         try:
-            return next(self._call)
+            while (response := next(self._call)) is None:
+                self.undecodable += 1
+            return response
         except grpc.RpcError as exc:
             if self._cancelled:
                 raise StopIteration from None

@@ -27,7 +27,8 @@ from hubble_bridge.sources.relay import RelayClient, build_request
 log = logging.getLogger(__name__)
 
 GetFlowsResponse = observer_pb2.GetFlowsResponse
-DEDUPE_WINDOW_NS = 5_000_000_000  # Relay merges node streams in time order within a small window
+DEDUPE_WINDOW_NS = 5_000_000_000
+FUTURE_LIMIT_NS = 3600 * 1_000_000_000  # Relay merges node streams in time order within a small window
 
 
 def event_key(response: GetFlowsResponse) -> tuple[object, ...]:
@@ -84,6 +85,7 @@ class ResilientRelaySource:
         self._recent: deque[tuple[int, tuple[object, ...]]] = deque()
         self._recent_keys: set[tuple[object, ...]] = set()
         self.duplicates = 0
+        self.invalid_messages = 0  # messages the stream carried that protobuf could not decode
         self.connected = threading.Event()  # a stream is open (readiness)
 
     def close(self) -> None:
@@ -125,12 +127,15 @@ class ResilientRelaySource:
                     request.number = self._first
                 stream = client.get_flows(request)
                 self.connected.set()
-                for response in stream:
-                    attempt = 0
-                    if self._seen(response):
-                        self.duplicates += 1
-                        continue
-                    yield response
+                try:
+                    for response in stream:
+                        attempt = 0
+                        if self._seen(response):
+                            self.duplicates += 1
+                            continue
+                        yield response
+                finally:
+                    self.invalid_messages += stream.undecodable
                 if self._first:
                     return  # a bounded request ended normally
                 raise BridgeError(f"stream from {self.target} ended")
@@ -158,7 +163,8 @@ class ResilientRelaySource:
             return True
         self._recent.append((t, key))
         self._recent_keys.add(key)
-        if t > self._last_ns:
+        # A flow stamped far in the future (a broken clock, a hostile peer) must not become the resume point.
+        if self._last_ns < t <= time.time_ns() + FUTURE_LIMIT_NS:
             self._last_ns = t
         horizon = self._last_ns - 2 * DEDUPE_WINDOW_NS
         while self._recent and self._recent[0][0] < horizon:

@@ -9,6 +9,7 @@ tells caches keyed on the flow (context label values) that the flow changed.
 from __future__ import annotations
 
 from hubble_bridge.api import flow_pb2
+from hubble_bridge.mapping.limits import clamp_ns
 from hubble_bridge.mapping.metrics.names import (
     DROPPED,
     EVENT_ACCESS_LOG,
@@ -98,4 +99,4 @@ def trace_id(flow: flow_pb2.Flow) -> bytes:
 
 def time_ns(flow: flow_pb2.Flow) -> int:
     ts = flow.time
-    return ts.seconds * 1_000_000_000 + ts.nanos
+    return clamp_ns(ts.seconds * 1_000_000_000 + ts.nanos)
