@@ -81,7 +81,12 @@ def _add_export_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--otlp-key", metavar="FILE", help="client key for mTLS to the OTLP endpoint")
     g.add_argument("--otlp-compression", choices=["gzip", "none"])
     g.add_argument("--no-otlp", action="store_true", help="do not export over OTLP (file or Prometheus only)")
-    g.add_argument("--output", metavar="FILE", help="also write OTLP JSON lines (Collector file format)")
+    g.add_argument(
+        "--output",
+        metavar="FILE",
+        help="also write OTLP JSON lines (Collector file format); with --workers, worker i writes its spans "
+        "and logs to FILE.worker<i>",
+    )
     g.add_argument("--metrics-listen", metavar="ADDR", help="serve Prometheus /metrics on host:port")
     g.add_argument("--health-listen", metavar="ADDR", help="serve /healthz and /readyz on host:port")
     g.add_argument("--cluster-name", help="k8s.cluster.name for flows that do not carry one")
@@ -128,9 +133,18 @@ def _flag_layer(args: argparse.Namespace) -> dict[str, Any]:
     layer: dict[str, Any] = {}
     source: dict[str, Any] = {}
     # A source given on the command line replaces one from the environment or the file.
-    if getattr(args, "relay", None):
-        source["relay"] = args.relay
+    relays = getattr(args, "relay", None) or []
+    if len(relays) == 1:
+        source["relay"] = relays[0]
         source["files"] = []
+    elif relays:
+        layer["scaleout"] = {"relays": relays}
+        source["relay"], source["files"] = "", []
+    if getattr(args, "peers", None):
+        layer["scaleout"] = {"peers": args.peers}
+        source["relay"], source["files"] = "", []
+    if getattr(args, "workers", None):
+        layer["workers"] = args.workers
     if getattr(args, "file", None):
         source["files"] = args.file
         source["relay"] = ""
@@ -186,13 +200,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bridge", help="read flows from Hubble Relay or files and export them over OTLP")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--relay", metavar="ADDR", help="Hubble Relay or server: host:port or unix:///path")
+    src.add_argument(
+        "--relay",
+        action="append",
+        metavar="ADDR",
+        help="Hubble Relay or server: host:port or unix:///path (repeat to read several, see --workers)",
+    )
+    src.add_argument(
+        "--peers", metavar="ADDR", help="read every node's Hubble server found through this peer.Peer service"
+    )
     src.add_argument(
         "--file", action="append", metavar="PATH", help="exporter file or `hubble observe -o json`"
     )
     p.add_argument(
         "--follow", action="store_true", default=None, help="with --file: keep reading as it grows"
     )
+    p.add_argument("--workers", type=int, metavar="N", help="processes sharing the streams (default 1)")
     p.add_argument(
         "--since",
         metavar="TIME",
@@ -296,8 +319,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.print_config:
             print(config.masked_yaml(), end="")
             return 0
-        if not (config.source.relay or config.source.files):
-            raise BridgeError("bridge needs a source: --relay ADDR or --file PATH")
+        if not (config.source.relay or config.source.files or config.scaled_out):
+            raise BridgeError("bridge needs a source: --relay ADDR, --peers ADDR or --file PATH")
+        if config.scaled_out:
+            from dataclasses import replace
+
+            from hubble_bridge.scaleout import run_scaleout
+
+            relays = config.scaleout.relays or ([config.source.relay] if not config.scaleout.peers else [])
+            return run_scaleout(config, replace(config.scaleout, relays=relays), config.workers)
         return run_bridge(config)
     if args.command == "convert":
         from hubble_bridge.app import run_convert

@@ -23,6 +23,7 @@ from hubble_bridge.mapping.logs import LogConfig
 from hubble_bridge.mapping.metrics import MetricsConfig
 from hubble_bridge.mapping.redact import RedactConfig
 from hubble_bridge.mapping.spans import SpanConfig
+from hubble_bridge.scaleout.config import ScaleOutConfig
 from hubble_bridge.sinks.otlp_config import OtlpConfig
 from hubble_bridge.tls import ClientTlsOptions
 
@@ -77,11 +78,26 @@ class BridgeConfig:
     metrics_listen: str = ""  # host:port for Prometheus /metrics
     health_listen: str = ""  # host:port for /healthz and /readyz
     leader_election: LeaderElectionConfig = field(default_factory=LeaderElectionConfig)  # one exporter of N
+    scaleout: ScaleOutConfig = field(default_factory=ScaleOutConfig)  # several streams (docs/scaling.md)
+    workers: int = 1  # processes sharing the streams of scaleout.relays / scaleout.peers
+
+    @property
+    def scaled_out(self) -> bool:
+        return bool(self.scaleout.relays or self.scaleout.peers) or self.workers > 1
 
     def validate(self) -> None:
         problems: list[str] = []
         if self.source.relay and self.source.files:
             problems.append("source: give either a relay address or files, not both")
+        if (self.scaleout.relays or self.scaleout.peers) and (self.source.relay or self.source.files):
+            problems.append("source: give one relay, files, or scale-out streams (scaleout.relays/peers)")
+        if self.workers < 1:
+            problems.append("workers must be at least 1")
+        if self.scaled_out:
+            try:
+                replace(self.scaleout, relays=self.scaleout.relays or [self.source.relay]).validate()
+            except ConfigError as exc:
+                problems.append(str(exc).removeprefix("invalid configuration: "))
         if self.source.first and self.source.number:
             problems.append("source: first and number exclude each other")
         if self.export.flush_interval_s <= 0 or self.export.metric_interval_s <= 0:
