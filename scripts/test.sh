@@ -3,6 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
+# The sidecar's eBPF tests need BCC, kernel headers and tracefs; as root (as in CI) set them up too.
+if [[ $(id -u) -eq 0 ]]; then
+  bash scripts/setup-bcc.sh
+fi
 .venv/bin/ruff check .
 shellcheck scripts/*.sh .ci/run
 exec .venv/bin/python -m pytest "$@"

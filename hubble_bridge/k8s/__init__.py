@@ -1,1 +1,1 @@
-"""Kubernetes integration: pod and service metadata for endpoints (metadata.py)."""
+"""Kubernetes integration: leader election on Leases (leader.py), pod and service metadata (metadata.py)."""

@@ -31,6 +31,7 @@ DEFAULT_FAMILIES = (
     "kafka",
     "policy",
     "flows-to-world",
+    "sidecar-bytes",  # byte and packet counters of the BCC sidecar's flows; nothing for Cilium's
 )
 
 

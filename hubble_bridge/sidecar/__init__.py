@@ -1,0 +1,99 @@
+"""`hubble-otlp sidecar`: host-level flows from XDP and TCP tracepoints, served over Hubble's Observer API.
+
+run_sidecar(...)     attach, serve GetFlows/ServerStatus/GetNodes until stopped; the exit code
+run_probe_check()    print each probe as attached / fallback / unavailable, and why
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Callable
+
+from hubble_bridge.errors import BridgeError
+from hubble_bridge.k8s.metadata import ClusterMetadata, in_cluster
+from hubble_bridge.server.observer import ObserverServer
+from hubble_bridge.sidecar.bccload import SidecarUnavailable
+from hubble_bridge.sidecar.features import ProbeState
+from hubble_bridge.sidecar.runner import Sidecar, SidecarOptions
+from hubble_bridge.sinks.http_server import HttpEndpoint
+from hubble_bridge.sinks.prometheus import metrics_route
+from hubble_bridge.tls import ServerTlsOptions
+
+__all__ = ["Sidecar", "SidecarOptions", "SidecarUnavailable", "run_probe_check", "run_sidecar"]
+
+
+def run_sidecar(
+    interfaces: list[str],
+    listen: str,
+    interval_s: float,
+    *,
+    tls: ServerTlsOptions | None,
+    map_size: int,
+    node_name: str | None,
+    metrics_listen: str | None = None,
+    stop: threading.Event | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> int:
+    """Serves until Ctrl-C, SIGTERM or `stop`; BridgeError (one line) when it cannot start."""
+    if not interfaces:
+        raise BridgeError("sidecar: name at least one --interface to count flows on (e.g. eth0)")
+    options = SidecarOptions(list(interfaces), interval_s=interval_s, map_size=map_size, node_name=node_name)
+    options.validate()
+    metadata = ClusterMetadata.from_cluster(options.resolved_node_name()) if in_cluster() else None
+    sidecar = Sidecar(options, metadata=metadata)
+    server: ObserverServer | None = None
+    endpoint = None
+    stop = stop or threading.Event()
+    try:
+        statuses = sidecar.start()
+        for status in statuses:
+            print(f"hubble-otlp sidecar: {status.line()}", file=sys.stderr)
+        if not sidecar.attached:
+            raise SidecarUnavailable("sidecar: no probe could be attached (see the lines above)")
+        server = ObserverServer(sidecar.store, listen, tls)
+        address = server.start()
+        if metrics_listen:
+            endpoint = _start_metrics(sidecar, metrics_listen)
+        k8s = "with Kubernetes metadata" if metadata else "without Kubernetes metadata"
+        print(
+            f"hubble-otlp sidecar: node {sidecar.node_name}, {k8s}, flows every {interval_s:g}s on {address}",
+            file=sys.stderr,
+        )
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        if on_ready is not None:
+            on_ready(address)
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+    finally:
+        if endpoint is not None:
+            endpoint.stop()
+        sidecar.stop()
+        if server is not None:
+            server.stop(grace=1.0)
+    return 0
+
+
+def _start_metrics(sidecar: Sidecar, listen: str) -> HttpEndpoint:
+    endpoint = HttpEndpoint(listen, {"/metrics": metrics_route(sidecar.stats.snapshots)})
+    host, port = endpoint.start()
+    print(f"hubble-otlp sidecar: self-metrics on http://{host}:{port}/metrics", file=sys.stderr)
+    return endpoint
+
+
+def run_probe_check(interfaces: list[str] | None = None) -> int:
+    """Attaches every probe once (XDP on `interfaces`, default lo), prints each, detaches.
+
+    Exit code 0 when every probe is attached or has a working fallback, 1 otherwise.
+    """
+    sidecar = Sidecar(SidecarOptions(list(interfaces or ["lo"]), map_size=1024))
+    try:
+        statuses = sidecar.start()
+    finally:
+        sidecar.stop()
+    for status in statuses:
+        print(status.line())
+    return 1 if any(s.state is ProbeState.UNAVAILABLE for s in statuses) else 0
