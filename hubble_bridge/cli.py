@@ -267,6 +267,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, metavar="S")
     p.add_argument("--output", "-o", metavar="FILE", help="default: standard output")
 
+    p = sub.add_parser(
+        "bench", help="measure throughput: decode, transport, pipeline, end to end, naive design"
+    )
+    p.add_argument("--json", action="store_true", help="also print one JSON line last")
+    p.add_argument("--flows", type=int, default=100_000, metavar="N", help="generated events to measure on")
+    p.add_argument(
+        "--workers", type=int, default=1, metavar="W", help="2 also measures scale-out (2 streams)"
+    )
+
+    p = sub.add_parser(
+        "sidecar", help="host-level flows with eBPF (BCC), served through Hubble's Observer API"
+    )
+    p.add_argument("--interface", action="append", metavar="IFACE", help="attach XDP here (repeatable)")
+    p.add_argument("--listen", default="127.0.0.1:4250", metavar="ADDR", help="host:port or unix:///path")
+    p.add_argument(
+        "--interval", type=float, default=10.0, metavar="S", help="drain the kernel counters every S s"
+    )
+    p.add_argument("--map-size", type=int, default=65536, metavar="N", help="entries in each kernel map")
+    p.add_argument(
+        "--node-name", metavar="NAME", help="node name in flows (default $NODE_NAME, else host name)"
+    )
+    p.add_argument("--metrics-listen", metavar="ADDR", help="serve the sidecar's own metrics (BPF cost) here")
+    p.add_argument("--probe-check", action="store_true", help="attach each probe once, say how it went, exit")
+    _add_server_tls(p)
+
     p = sub.add_parser("check", help="print a Hubble server's status; fail with one line if unreachable")
     p.add_argument("--relay", required=True, metavar="ADDR", help="host:port or unix:///path")
     _add_client_tls(p)
@@ -333,6 +358,21 @@ def _dispatch(args: argparse.Namespace) -> int:
         from hubble_bridge.app import run_convert
 
         return run_convert(args)
+    if args.command == "sidecar":
+        from hubble_bridge.sidecar import run_probe_check, run_sidecar
+
+        if args.probe_check:
+            return run_probe_check(args.interface)
+        if not args.interface:
+            raise BridgeError("sidecar needs at least one --interface")
+        return run_sidecar(
+            args.interface, args.listen, args.interval, tls=_server_tls(args), map_size=args.map_size,
+            node_name=args.node_name, metrics_listen=args.metrics_listen,
+        )  # fmt: skip
+    if args.command == "bench":
+        from hubble_bridge.bench import run_bench
+
+        return run_bench(args.flows, args.json, args.workers)
     if args.command == "demo":
         from hubble_bridge.demo import run_demo
 

@@ -13,6 +13,9 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || apt_packages+=(python3-venv)
 if (( want_test )); then
   command -v prometheus >/dev/null || apt_packages+=(prometheus)
   command -v shellcheck >/dev/null || apt_packages+=(shellcheck)
+  # the benchmark's fast flow source is a small Go gRPC server built offline from Debian's packages
+  { command -v go >/dev/null && [[ -d /usr/share/gocode/src/google.golang.org/grpc ]]; } ||
+    apt_packages+=(golang-go golang-google-grpc-dev)
 fi
 if (( ${#apt_packages[@]} )); then
   echo "setup: installing ${apt_packages[*]} with apt-get"

@@ -15,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from hubble_bridge.api import flow_pb2, observer_pb2
 from hubble_bridge.errors import FlowDecodeError
+from hubble_bridge.flows.fastjson import message_to_dict, parse_dict
 
 GetFlowsResponse = observer_pb2.GetFlowsResponse
 
@@ -42,25 +43,26 @@ def parse_event_dict(data: dict[str, Any]) -> GetFlowsResponse | None:
     if not data.keys() & _ENVELOPE_KEYS and data.keys() - {"node_name", "time"}:
         return _bare_flow(data)
     if data.keys() & _NON_FLOW_EVENTS:
-        _parse(data, observer_pb2.ExportEvent())  # still validated, then skipped
+        _parse(data, observer_pb2.ExportEvent)  # still validated, then skipped
         return None
-    response = _parse(data, GetFlowsResponse())
+    response = _parse(data, GetFlowsResponse)
     if not response.WhichOneof("response_types"):
         raise FlowDecodeError("no flow, node_status or lost_events in the event")
     return response
 
 
 def _bare_flow(data: dict[str, Any]) -> GetFlowsResponse:
-    flow = _parse(data, flow_pb2.Flow())
+    flow = _parse(data, flow_pb2.Flow)
     response = GetFlowsResponse(node_name=flow.node_name)
     response.flow.CopyFrom(flow)
     response.time.CopyFrom(flow.time)
     return response
 
 
-def _parse(data: dict[str, Any], message: Any) -> Any:
+def _parse(data: dict[str, Any], message_type: Any) -> Any:
     try:
-        return json_format.ParseDict(data, message, ignore_unknown_fields=False)
+        # json_format's rules and errors, decoded several times faster (see fastjson).
+        return parse_dict(data, message_type)
     except json_format.ParseError as exc:
         # ParseError appends a list of every field name; the first line says it all.
         raise FlowDecodeError(str(exc).splitlines()[0]) from None
@@ -70,7 +72,7 @@ def _parse(data: dict[str, Any], message: Any) -> Any:
 
 def to_json_dict(message: Any) -> dict[str, Any]:
     """The protojson form Hubble prints: proto field names, enums as names, no defaults."""
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    return message_to_dict(message, proto_names=True)  # json_format's output, faster
 
 
 def to_json_line(message: Any) -> bytes:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -55,9 +55,18 @@ def any_value(value: AttrValue) -> common_pb2.AnyValue:
     return common_pb2.AnyValue(string_value=str(value))
 
 
-def key_values(attributes: Attributes | PointAttributes) -> list[common_pb2.KeyValue]:
+_ANY_VALUE_FIELD = {str: "string_value", bool: "bool_value", int: "int_value", float: "double_value"}
+
+
+def key_values(attributes: Attributes | PointAttributes) -> list[Any]:
+    """KeyValues as dicts: protobuf builds them in C when they are assigned (2x faster than messages)."""
     items = attributes.items() if isinstance(attributes, dict) else attributes
-    return [common_pb2.KeyValue(key=k, value=any_value(v)) for k, v in items]
+    return [{"key": k, "value": _any_value_init(v)} for k, v in items]
+
+
+def _any_value_init(value: AttrValue) -> Any:
+    field = _ANY_VALUE_FIELD.get(type(value))
+    return {field: value} if field is not None else any_value(value)
 
 
 @lru_cache(maxsize=4096)

@@ -1,13 +1,12 @@
 """OTLP/JSON lines: the Collector file exporter's format, one export request per line.
 
-protobuf's json_format gets most of OTLP/JSON right (lowerCamelCase keys,
-64-bit integers as strings, integer enums on request) but writes trace and
-span ids as base64, where OTLP/JSON wants lowercase hex; those are rewritten.
+OTLP/JSON is protojson (lowerCamelCase keys, 64-bit integers as strings) with
+integer enums and trace/span ids as lowercase hex instead of base64; the
+project's fast encoder writes that directly (json_format took 3x as long).
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 import sys
 import threading
@@ -16,35 +15,21 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
-from google.protobuf import json_format
 
 from hubble_bridge import __version__
 from hubble_bridge.errors import BridgeError
+from hubble_bridge.flows.fastjson import message_to_dict
 from hubble_bridge.sinks.otlp_encode import ExportRequest, encode_logs, encode_metrics, encode_traces
 from hubble_bridge.telemetry import LogRecord, MetricsSnapshot, SpanRecord
 
 log = logging.getLogger(__name__)
 # Bytes fields that OTLP/JSON encodes as hex (spans, links, log records, exemplars); other bytes stay base64.
-_HEX_KEYS = frozenset({"traceId", "spanId", "parentSpanId"})
+_HEX_FIELDS = frozenset({"trace_id", "span_id", "parent_span_id"})
 
 
 def to_otlp_json(request: ExportRequest) -> dict[str, Any]:
     """An export request as an OTLP/JSON object ({"resourceSpans": [...]} and so on)."""
-    data = json_format.MessageToDict(request, use_integers_for_enums=True)
-    _hex_ids(data)
-    return data
-
-
-def _hex_ids(node: Any) -> None:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in _HEX_KEYS and isinstance(value, str):
-                node[key] = base64.b64decode(value).hex()
-            else:
-                _hex_ids(value)
-    elif isinstance(node, list):
-        for item in node:
-            _hex_ids(item)
+    return message_to_dict(request, enums_as_ints=True, hex_bytes=_HEX_FIELDS)  # type: ignore[no-any-return]
 
 
 class OtlpJsonFileSink:

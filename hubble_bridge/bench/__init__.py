@@ -1,0 +1,154 @@
+"""`hubble-otlp bench`: where the bridge's time goes, measured in one run on the same generated flows.
+
+Every rate is events per second on the same deterministic stream (the generator's
+realistic mix, about a third L7). The table explains each number; with --json a
+last line carries exactly KEYS, for scripts. Method and results: docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from hubble_bridge.api import flow_pb2
+from hubble_bridge.bench.source import start_source, write_frames
+from hubble_bridge.errors import ConfigError
+from hubble_bridge.generator import generate_responses
+
+__all__ = ["DEFAULT_FLOWS", "KEYS", "run_bench"]
+
+DEFAULT_FLOWS = 100_000
+SEED = 1
+KEYS = (
+    "decode_per_s",
+    "receive_limit_per_s",
+    "source_per_s",
+    "pipeline_per_s",
+    "e2e_per_s",
+    "naive_per_s",
+    "rss_mb",
+    "scale_2_streams",
+)
+# The source must send this much faster than the bridge's client reads, or it is what was measured.
+SOURCE_HEADROOM = 1.5
+TARGETS = (
+    ("e2e_per_s", "receive_limit_per_s", 0.6),
+    ("pipeline_per_s", "naive_per_s", 8.0),
+)
+
+
+@dataclass
+class _Run:
+    values: dict[str, float | None] = field(default_factory=lambda: dict.fromkeys(KEYS))
+    notes: dict[str, str] = field(default_factory=dict)
+    flows: int = 0
+
+
+def run_bench(flows: int, as_json: bool, workers: int) -> int:
+    """Measure, print the table (and the JSON line last with --json); returns the exit code."""
+    if isinstance(flows, bool) or not isinstance(flows, int) or flows < 1:
+        raise ConfigError(f"bench: --flows must be a whole number >= 1, got {flows!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"bench: --workers must be a whole number >= 1, got {workers!r}")
+    out = sys.stdout
+    responses = list(generate_responses(flows, seed=SEED))
+    frames = [r.SerializeToString() for r in responses]
+    l7 = sum(1 for r in responses if r.flow.Type == flow_pb2.L7)
+    del responses
+    run = _Run(flows=flows)
+    with tempfile.TemporaryDirectory(prefix="hubble-otlp-bench-") as tmp:
+        frames_path = Path(tmp) / "frames.bin"
+        write_frames(frames_path, frames)
+        source = start_source(frames_path)
+        try:
+            _measure(run, frames, source.address, source.send_rate)
+        finally:
+            source.close()
+    _judge_source(run, source.kind, source.note)
+    _scale(run, workers)
+    out.write(_table(run, flows, l7, source.kind))
+    if as_json:
+        out.write(orjson.dumps({key: _rounded(run.values[key]) for key in KEYS}).decode() + "\n")
+    out.flush()
+    return 0
+
+
+def _measure(run: _Run, frames: list[bytes], address: str, send_rate: Any) -> None:
+    # Imported here: `python -m hubble_bridge.bench.naive` must not find naive imported by its package.
+    from hubble_bridge.bench import measure
+
+    v, notes = run.values, run.notes
+    count = len(frames)
+    v["decode_per_s"] = measure.decode_rate(frames)
+    notes["decode_per_s"] = "protobuf decode alone (upper bound)"
+    v["receive_limit_per_s"] = measure.receive_rate(address, count)
+    notes["receive_limit_per_s"] = "bridge's gRPC client reading the stream, nothing else"
+    v["source_per_s"] = send_rate(count)
+    v["pipeline_per_s"] = measure.pipeline_rate(frames)
+    notes["pipeline_per_s"] = "decode, map, aggregate, encode OTLP; in process, no network"
+    e2e = measure.e2e_run(address, count)
+    v["e2e_per_s"] = e2e["per_s"]
+    v["rss_mb"] = e2e["rss_mb"]
+    notes["e2e_per_s"] = f"source -> bridge process -> OTLP gRPC receiver ({e2e['otlp_requests']} exports)"
+    notes["rss_mb"] = f"the e2e bridge process's peak RSS after {e2e['events']} events"
+    v["naive_per_s"] = measure.naive_rate(frames)
+    notes["naive_per_s"] = "SDK span + SDK counter per flow, BatchSpanProcessor, OTLP encoding"
+
+
+def _judge_source(run: _Run, kind: str, why: str) -> None:
+    sent, read = run.values["source_per_s"], run.values["receive_limit_per_s"]
+    limited = sent is not None and read is not None and sent < SOURCE_HEADROOM * read
+    note = f"{kind} source"
+    if why:
+        note += f" ({why})"
+    if limited:
+        note += "; SOURCE-LIMITED: the source does not send well above what the bridge reads"
+    run.notes["source_per_s"] = note
+
+
+def _scale(run: _Run, workers: int) -> None:
+    if workers < 2:
+        run.notes["scale_2_streams"] = "run with --workers 2 to measure"
+        return
+    from hubble_bridge.scaleout import measure_scale
+
+    # Scale-out's own measure: merged flows/s with 2 streams in 2 processes over 1 stream in 1 process.
+    flows = min(run.flows, 60_000)
+    one = measure_scale(flows, 1, 1)
+    two = measure_scale(flows, 2, 2)
+    run.values["scale_2_streams"] = round(two.per_s / one.per_s, 2)
+    run.notes["scale_2_streams"] = f"{one.per_s:.0f}/s with 1 stream, {two.per_s:.0f}/s with 2 streams"
+
+
+def _rounded(value: float | None) -> float | None:
+    if value is None:
+        return None
+    return round(value, 1) if value < 1000 else float(round(value))
+
+
+def _table(run: _Run, flows: int, l7: int, source_kind: str) -> str:
+    lines = [
+        f"hubble-otlp bench: {flows} generated events ({100 * l7 / flows:.0f}% L7), "
+        f"{source_kind} bench source",
+        "",
+        f"{'measurement':<22}{'value':>12}  note",
+    ]
+    for key in KEYS:
+        value = run.values[key]
+        shown = "-" if value is None else (f"{value:,.1f} MB" if key == "rss_mb" else f"{value:,.0f}/s")
+        if key == "scale_2_streams" and value is not None:
+            shown = f"{value:.2f}x"
+        lines.append(f"{key:<22}{shown:>12}  {run.notes.get(key, '')}")
+    lines.append("")
+    for top, bottom, target in TARGETS:
+        a, b = run.values[top], run.values[bottom]
+        if a is not None and b:
+            ratio = a / b
+            verdict = "meets" if ratio >= target else "BELOW"
+            lines.append(f"{top} / {bottom} = {ratio:.2f} ({verdict} the target >= {target:g})")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,99 @@
+"""The measured bridge, in its own process so that its peak RSS is its own.
+
+`python -m hubble_bridge.bench.bridge_run RELAY OTLP_ENDPOINT COUNT` runs the
+real Bridge with ResilientRelaySource (first COUNT flows) and OtlpExporter over
+gRPC, and prints one JSON line: events, seconds (start to last export done),
+rss_mb (VmHWM) and rss_samples_mb (VmRSS once a second).
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from hubble_bridge.config import load_config
+from hubble_bridge.pipeline import Bridge
+from hubble_bridge.sinks.otlp_export import OtlpExporter
+from hubble_bridge.sources.resilient import ResilientRelaySource
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident set: VmHWM on Linux, else ru_maxrss."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def current_rss_mb() -> float:
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return peak_rss_mb()
+
+
+class _RssSampler(threading.Thread):
+    """RSS every `every_s`, to show whether memory stays flat over a long run."""
+
+    def __init__(self, every_s: float = 1.0) -> None:
+        super().__init__(name="rss-sampler", daemon=True)
+        self.every_s = every_s
+        self.samples: list[float] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.every_s):
+            self.samples.append(round(current_rss_mb(), 1))
+
+
+def run(relay: str, otlp_endpoint: str, count: int) -> dict[str, Any]:
+    config = load_config(
+        {
+            "source": {"relay": relay, "first": count},
+            "otlp": {"endpoint": otlp_endpoint, "insecure": True, "protocol": "grpc"},
+        },
+        environ={},
+    )
+    exporter = OtlpExporter(config.otlp)
+    bridge = Bridge(config, ResilientRelaySource(config.source), [exporter])
+    sampler = _RssSampler()
+    sampler.start()
+    started = time.perf_counter()
+    code = bridge.run()
+    seconds = time.perf_counter() - started
+    sampler.done.set()
+    if code != 0 or bridge.error:
+        raise SystemExit(f"bench bridge failed: {bridge.error}")
+    stats = exporter.stats()
+    return {
+        "events": bridge.stats.total("flows.received"),
+        "seconds": seconds,
+        "rss_mb": peak_rss_mb(),
+        "spans_sent": stats["traces"].items_sent,
+        "export_failures": sum(s.batches_failed for s in stats.values()),
+        "rss_samples_mb": sampler.samples,
+    }
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3 or not argv[2].isdigit():
+        print("usage: python -m hubble_bridge.bench.bridge_run RELAY OTLP_ENDPOINT COUNT", file=sys.stderr)
+        return 2
+    result = run(argv[0], argv[1], int(argv[2]))
+    sys.stdout.write(orjson.dumps(result).decode() + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,131 @@
+"""One function per bench measurement; each returns events per second on the given serialized events."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import orjson
+
+from hubble_bridge.api import observer_pb2
+from hubble_bridge.bench import naive
+from hubble_bridge.bench.otlp_sink import CountingOtlpReceiver
+from hubble_bridge.config import load_config
+from hubble_bridge.errors import BridgeError
+from hubble_bridge.pipeline import Bridge
+from hubble_bridge.sinks.otlp_encode import encode_logs, encode_metrics, encode_traces
+from hubble_bridge.sources.relay import RelayClient, build_request
+from hubble_bridge.telemetry import LogRecord, MetricsSnapshot, SpanRecord
+
+GetFlowsResponse = observer_pb2.GetFlowsResponse
+E2E_TIMEOUT_S = 300.0
+
+
+def _per_s(count: int, seconds: float) -> float:
+    return count / max(seconds, 1e-9)
+
+
+def decode_rate(frames: Sequence[bytes]) -> float:
+    """protobuf decode alone: the upper bound of anything that reads these events."""
+    decode = GetFlowsResponse.FromString
+    started = time.perf_counter()
+    for frame in frames:
+        decode(frame)
+    return _per_s(len(frames), time.perf_counter() - started)
+
+
+def receive_rate(address: str, count: int) -> float:
+    """The bridge's own client (RelayClient, decoded messages, nothing else done with them)."""
+    client = RelayClient(address)
+    try:
+        stream = client.get_flows(build_request(number=count, first=True))
+        started = time.perf_counter()
+        got = sum(1 for _ in stream)
+        return _per_s(got, time.perf_counter() - started)
+    finally:
+        client.close()
+
+
+class _FrameSource:
+    """Serialized events decoded as they are read, as a gRPC stream would deliver them."""
+
+    name = "bench frames"
+
+    def __init__(self, frames: Sequence[bytes]) -> None:
+        self.frames = frames
+        self.connected = threading.Event()
+
+    def __iter__(self) -> Iterator[GetFlowsResponse]:
+        decode = GetFlowsResponse.FromString
+        for frame in self.frames:
+            yield decode(frame)
+
+    def close(self) -> None:
+        pass
+
+
+class _EncodingSink:
+    """Encodes every export to OTLP protobuf bytes and drops them: the pipeline minus the network."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def export_traces(self, spans: Sequence[SpanRecord]) -> bool:
+        self.bytes += len(encode_traces(spans).SerializeToString())
+        return True
+
+    def export_logs(self, logs: Sequence[LogRecord]) -> bool:
+        self.bytes += len(encode_logs(logs).SerializeToString())
+        return True
+
+    def export_metrics(self, snapshots: Sequence[MetricsSnapshot]) -> bool:
+        self.bytes += len(encode_metrics(snapshots).SerializeToString())
+        return True
+
+    def shutdown(self) -> None:
+        pass
+
+
+def pipeline_rate(frames: Sequence[bytes]) -> float:
+    """The real Bridge (its threads, batches and default config) from decode to encoded OTLP."""
+    config = load_config({}, environ={})
+    sink = _EncodingSink()
+    bridge = Bridge(config, _FrameSource(frames), [sink])
+    started = time.perf_counter()
+    bridge.run()
+    seconds = time.perf_counter() - started
+    if not sink.bytes:
+        raise BridgeError("bench pipeline encoded nothing")
+    return _per_s(len(frames), seconds)
+
+
+def naive_rate(frames: Sequence[bytes]) -> float:
+    """SDK span + SDK counter per flow, BatchSpanProcessor, OTLP encoding; flushing included."""
+    started = time.perf_counter()
+    naive.run_frames(frames)
+    return _per_s(len(frames), time.perf_counter() - started)
+
+
+def e2e_run(address: str, count: int) -> dict[str, Any]:
+    """Source -> bridge (its own process) -> OTLP gRPC receiver; the bridge's own timing and peak RSS."""
+    receiver = CountingOtlpReceiver().start()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "hubble_bridge.bench.bridge_run", address, receiver.endpoint, str(count)],
+            capture_output=True,
+            text=True,
+            timeout=E2E_TIMEOUT_S,
+        )
+    finally:
+        receiver.stop()
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise BridgeError(f"bench bridge process failed: {last}")
+    result: dict[str, Any] = orjson.loads(done.stdout.strip().splitlines()[-1])
+    result["per_s"] = _per_s(result["events"], result["seconds"])
+    result["otlp_requests"] = sum(receiver.requests.values())
+    return result
