@@ -119,10 +119,12 @@ def _summarise(bridge: Bridge, stop: threading.Event) -> None:
         snapshot = bridge.snapshot()
         series = sum(len(f.points) for f in snapshot.families if f.name.startswith("hubble."))
         stats = bridge.stats
-        sys.stderr.write(
-            f"\r{rate:8.0f} flows/s | {n} flows | "
+        line = (
+            f"{rate:8.0f} flows/s | {n} flows | "
             f"{stats.get('export.items', signal='traces', result='ok'):.0f} spans | "
             f"{stats.get('export.items', signal='logs', result='ok'):.0f} logs | "
-            f"{series} series | {stats.total('flows.dropped')} dropped  "
+            f"{series} series | {stats.total('flows.dropped')} dropped"
         )
+        # one live line on a terminal, a line per report otherwise
+        sys.stderr.write(f"\r{line}  " if sys.stderr.isatty() else f"{line}\n")
         sys.stderr.flush()

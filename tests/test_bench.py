@@ -34,7 +34,7 @@ def test_bench_prints_a_table_and_a_json_line_with_every_key(capsys: pytest.Capt
     assert "400 generated events" in table
     for key in KEYS:
         assert key in table
-    assert "scale-out" in table
+    assert "streams" in table  # the scale-out note: flows/s with 1 and with 2 streams
     assert "pipeline_per_s / naive_per_s" in table
 
 

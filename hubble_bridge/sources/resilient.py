@@ -105,13 +105,7 @@ class ResilientRelaySource:
                         return
                     self._client = client
                 if attempt == 0:
-                    status = client.server_status()
-                    log.info(
-                        "connected to %s: %d flows buffered, version %s",
-                        self.target,
-                        status.num_flows,
-                        status.version or "unknown",
-                    )
+                    self._describe(client)
                 resumed = self._last_ns > 0
                 request = build_request(
                     follow=not self._first,
@@ -155,6 +149,28 @@ class ResilientRelaySource:
                     if self._client is not None:
                         self._client.close()
                         self._client = None
+
+    def _describe(self, client: RelayClient) -> None:
+        """ServerStatus and GetNodes at connect: what the user needs to know the source is right."""
+        status = client.server_status()
+        connected = status.num_connected_nodes.value if status.HasField("num_connected_nodes") else None
+        nodes = f", {connected} nodes connected" if connected is not None else ""
+        if status.HasField("num_unavailable_nodes") and status.num_unavailable_nodes.value:
+            nodes += (
+                f", {status.num_unavailable_nodes.value} unavailable: {', '.join(status.unavailable_nodes)}"
+            )
+        log.info(
+            "connected to %s: %d flows buffered, version %s%s",
+            self.target,
+            status.num_flows,
+            status.version or "unknown",
+            nodes,
+        )
+        try:
+            for node in client.get_nodes().nodes:
+                log.debug("node %s: %s, %s flows", node.name, node.version or "?", node.num_flows)
+        except BridgeError as exc:  # a bare Hubble server has no GetNodes: not a reason to stop
+            log.debug("GetNodes on %s: %s", self.target, exc)
 
     def _seen(self, response: GetFlowsResponse) -> bool:
         t = event_time_ns(response)
