@@ -145,32 +145,18 @@ class _Election:
 
 
 def _start_endpoints(config: BridgeConfig, bridge: Bridge, election: _Election | None = None) -> list[Any]:
-    from hubble_bridge.sinks.http_server import HttpEndpoint
-    from hubble_bridge.sinks.prometheus import metrics_route
+    from hubble_bridge.sinks.endpoints import start_endpoints
 
-    endpoints = []
-    if config.metrics_listen:
-        ep = HttpEndpoint(config.metrics_listen, {"/metrics": metrics_route(lambda: [bridge.snapshot()])})
-        host, port = ep.start()
-        log.info("Prometheus metrics on http://%s:%d/metrics", host, port)
-        endpoints.append(ep)
-    if config.health_listen:
+    def readiness() -> tuple[bool, str]:
+        if election is not None and election.standby:
+            return True, "standby: waiting for the leader lease"
+        if bridge.ready:
+            return True, "ready"
+        return False, "not ready: source not connected or export failing"
 
-        def healthz(_headers: dict[str, str]) -> tuple[int, str, bytes]:
-            return 200, "text/plain", b"ok\n"
-
-        def readyz(_headers: dict[str, str]) -> tuple[int, str, bytes]:
-            if election is not None and election.standby:
-                return 200, "text/plain", b"standby: waiting for the leader lease\n"
-            if bridge.ready:
-                return 200, "text/plain", b"ready\n"
-            return 503, "text/plain", b"not ready: source not connected or export failing\n"
-
-        ep = HttpEndpoint(config.health_listen, {"/healthz": healthz, "/readyz": readyz})
-        host, port = ep.start()
-        log.info("health endpoints on http://%s:%d/healthz and /readyz", host, port)
-        endpoints.append(ep)
-    return endpoints
+    return start_endpoints(
+        config.metrics_listen, config.health_listen, lambda: [bridge.snapshot()], readiness
+    )
 
 
 def _install_signal_handlers(bridge: Bridge, stopping: threading.Event | None = None) -> None:

@@ -58,29 +58,14 @@ def _export_metrics(sinks: list[Any], scale: ScaleOut) -> None:
 
 
 def _start_endpoints(config: BridgeConfig, scale: ScaleOut) -> list[Any]:
-    from hubble_bridge.sinks.http_server import HttpEndpoint
-    from hubble_bridge.sinks.prometheus import metrics_route
+    from hubble_bridge.sinks.endpoints import start_endpoints
 
-    endpoints: list[Any] = []
-    if config.metrics_listen:
-        endpoint = HttpEndpoint(config.metrics_listen, {"/metrics": metrics_route(lambda: [collect(scale)])})
-        host, port = endpoint.start()
-        log.info("Prometheus metrics on http://%s:%d/metrics", host, port)
-        endpoints.append(endpoint)
-    if config.health_listen:
+    def readiness() -> tuple[bool, str]:
+        if scale.ready:
+            return True, "ready"
+        return False, "not ready: peer service not connected or a worker not running"
 
-        def healthz(_headers: dict[str, str]) -> tuple[int, str, bytes]:
-            return 200, "text/plain", b"ok\n"
-
-        def readyz(_headers: dict[str, str]) -> tuple[int, str, bytes]:
-            if scale.ready:
-                return 200, "text/plain", b"ready\n"
-            return 503, "text/plain", b"not ready: peer service not connected or a worker not running\n"
-
-        endpoint = HttpEndpoint(config.health_listen, {"/healthz": healthz, "/readyz": readyz})
-        endpoint.start()
-        endpoints.append(endpoint)
-    return endpoints
+    return start_endpoints(config.metrics_listen, config.health_listen, lambda: [collect(scale)], readiness)
 
 
 def collect(scale: ScaleOut) -> MetricsSnapshot:
