@@ -240,17 +240,11 @@ def test_prometheus_scrapes_the_bridge(relay: str, events: list, tmp_path: Path)
     if prometheus is None:
         pytest.fail("prometheus is not installed: run scripts/setup.sh --test (Debian package prometheus)")
     n_flows = sum(1 for e in events if e.HasField("flow"))
-    metrics_port, prom_port = free_port(), free_port()
+    metrics_port, prom_port, health_port = free_port(), free_port(), free_port()
     bridge = CliProcess(
-        "bridge",
-        "--relay",
-        relay,
-        "--since",
-        "2000-01-01T00:00:00Z",
-        "--no-otlp",
-        "--metrics-listen",
-        f"127.0.0.1:{metrics_port}",
-    )
+        "bridge", "--relay", relay, "--since", "2000-01-01T00:00:00Z", "--no-otlp",
+        "--metrics-listen", f"127.0.0.1:{metrics_port}", "--health-listen", f"127.0.0.1:{health_port}",
+    )  # fmt: skip
     config = tmp_path / "prometheus.yml"
     config.write_text(
         "global:\n  scrape_interval: 1s\n"
@@ -283,6 +277,9 @@ def test_prometheus_scrapes_the_bridge(relay: str, events: list, tmp_path: Path)
                 break
             poll.wait(0.5)
         assert value == n_flows, bridge.output
+        for path, body in (("/healthz", b"ok\n"), ("/readyz", b"ready\n")):
+            with urllib.request.urlopen(f"http://127.0.0.1:{health_port}{path}", timeout=5) as response:
+                assert (response.status, response.read()) == (200, body)
     finally:
         prom.terminate()
         prom.wait(20)
