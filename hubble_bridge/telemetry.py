@@ -16,8 +16,9 @@ AttrValue = str | bool | int | float | Sequence[str]
 Attributes = dict[str, AttrValue]
 # A resource is a sorted tuple of (key, value) pairs, hashable so records can be grouped by it.
 Resource = tuple[tuple[str, str], ...]
-# Metric point attributes: a hashable tuple of (key, value) pairs in the family's label order.
-PointAttributes = tuple[tuple[str, str], ...]
+# Metric point attributes: a hashable tuple of (key, value) pairs in the family's label order. Values are
+# strings, but ints where the semantic conventions say int (http.response.status_code, server.port).
+PointAttributes = tuple[tuple[str, str | int], ...]
 
 
 def make_resource(attributes: dict[str, str]) -> Resource:

@@ -6,8 +6,8 @@ Properties, whatever arrives:
 - span and log records stay within AttributeLimits (UTF-8 bytes per string, list items,
   attribute count), hold only encodable values (valid UTF-8, int64 ints, uint64 times, well
   formed ids), and spans never end before they start;
-- metric label values are strings and no metric grows past the cardinality limit plus its
-  one overflow series, even when every flow brings new label values.
+- metric label values are strings (ints where the conventions say so) and no metric grows past
+  the cardinality limit plus its one overflow series, even when every flow brings new label values.
 
 Derandomized so a failure reproduces in CI; examples kept few enough for a few seconds.
 The strategies and record checks here are shared by the other test_hostile_* files.
@@ -410,8 +410,13 @@ def check_metrics(aggregator: MetricsAggregator) -> None:
         assert sum(p.attributes == (("otel.metric.overflow", "true"),) for p in family.points) <= 1
         for point in family.points:
             for key, value in point.attributes:
-                assert isinstance(key, str) and isinstance(value, str), f"{family.name}: {key}={value!r}"
-                value.encode("utf-8")
+                # strings, or ints in int64 where the conventions say int (status code, port)
+                assert isinstance(key, str), f"{family.name}: {key!r}"
+                if isinstance(value, int):
+                    assert INT64[0] <= value <= INT64[1], f"{family.name}: {key}={value!r}"
+                else:
+                    assert isinstance(value, str), f"{family.name}: {key}={value!r}"
+                    value.encode("utf-8")
             if isinstance(point, NumberPoint):
                 assert 0 <= point.value <= INT64[1], f"{family.name}: counter value {point.value}"
             else:

@@ -115,11 +115,11 @@ def test_http_server_duration_from_ingress_responses() -> None:
     assert (fam.kind, fam.unit, fam.bounds) == (MetricKind.HISTOGRAM, "s", BUCKETS)
     common = (("network.protocol.name", "http"), ("network.protocol.version", "1.1"))
     by_attrs = {p.attributes: p for p in fam.points}
-    ok = (("http.request.method", "GET"), ("http.response.status_code", "200"), *common)
+    ok = (("http.request.method", "GET"), ("http.response.status_code", 200), *common)
     assert by_attrs[(*ok, ("server.address", "cart"), ("url.scheme", "http"))].bucket_counts[3] == 1  # 30 ms
-    err = (("http.request.method", "GET"), ("http.response.status_code", "503"), *common)
+    err = (("http.request.method", "GET"), ("http.response.status_code", 503), *common)
     assert (*err, ("server.address", "cart"), ("url.scheme", "http"), ("error.type", "503")) in by_attrs
-    not_found = (("http.request.method", "GET"), ("http.response.status_code", "404"), *common)
+    not_found = (("http.request.method", "GET"), ("http.response.status_code", 404), *common)
     point = by_attrs[
         (*not_found, ("server.address", "cart"), ("url.scheme", "http"))
     ]  # 4xx: no error on server
@@ -143,11 +143,11 @@ def test_http_client_duration_from_egress_responses_with_exemplar() -> None:
     (point,) = family(agg, "http.client.request.duration").points
     assert point.attributes == (
         ("http.request.method", "GET"),
-        ("http.response.status_code", "404"),
+        ("http.response.status_code", 404),
         ("network.protocol.name", "http"),
         ("network.protocol.version", "1.1"),
         ("server.address", "cart"),
-        ("server.port", "8080"),
+        ("server.port", 8080),
         ("error.type", "404"),
     )
     (exemplar,) = point.exemplars

@@ -79,7 +79,8 @@ class HttpDurations:
         http = l7.http
         method = http.method if http.method in KNOWN_METHODS else "_OTHER"
         code = http.code
-        status = str(code) if code else ""
+        status = str(code) if code else ""  # error.type is the code as text
+
         version = self._versions.get(http.protocol)
         if version is None:
             version = protocol_version(http.protocol)
@@ -89,12 +90,13 @@ class HttpDurations:
         if direction == INGRESS:
             error = status if code >= 500 else ""
             scheme = http.url.partition("://")[0].lower()
-            key = (method, status, "http", version, server, scheme if scheme in _SCHEMES else "", error)
+            # http.response.status_code and server.port are ints in the conventions (0 = absent, omitted)
+            key = (method, code, "http", version, server, scheme if scheme in _SCHEMES else "", error)
             histogram = self.server
         else:
             error = status if code >= 400 else ""
             port = _source_port(flow, facts.l4_kind)
-            key = (method, status, "http", version, server, port, error)
+            key = (method, code, "http", version, server, port, error)
             histogram = self.client
         tid = trace_id(flow)
         histogram.observe(key, latency_ns / 1e9, tid, time_ns(flow) if tid else 0)
@@ -117,8 +119,7 @@ def _server_address(flow: flow_pb2.Flow) -> str:
     return flow.IP.source
 
 
-def _source_port(flow: flow_pb2.Flow, l4_kind: str | None) -> str:
+def _source_port(flow: flow_pb2.Flow, l4_kind: str | None) -> int:
     if l4_kind not in ("TCP", "UDP", "SCTP"):
-        return ""
-    port = getattr(flow.l4, l4_kind).source_port
-    return str(port) if port else ""
+        return 0
+    return int(getattr(flow.l4, l4_kind).source_port)
