@@ -121,7 +121,7 @@ def _flag_layer(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, flag, None) is not None:
             otlp[key] = getattr(args, flag)
     if args.otlp_header:
-        otlp["headers"] = ",".join(args.otlp_header)
+        otlp["headers"] = dict(_key_value(h, "--otlp-header") for h in args.otlp_header)
     export: dict[str, Any] = {}
     if args.no_otlp:
         export["otlp"] = False
@@ -178,6 +178,14 @@ def _flag_layer(args: argparse.Namespace) -> dict[str, Any]:
     if args.log_all_flows:
         layer["logs"] = {"all_flows": True}
     return layer
+
+
+def _key_value(text: str, flag: str) -> tuple[str, str]:
+    """K=V as given: the value is kept whole (commas included), unlike the environment's k=v,k=v form."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise BridgeError(f"{flag}: {text!r} is not KEY=VALUE")
+    return key.strip(), value
 
 
 def _json_arg(text: str, flag: str) -> Any:
