@@ -274,3 +274,20 @@ def test_unreadable_key_is_a_config_error(tmp_path: Path, pki: Pki) -> None:
                      key_file=str(bad))  # fmt: skip
     with pytest.raises(ConfigError, match="OTLP traces TLS files"):
         OtlpExporter(cfg)
+
+
+def test_endpoint_credentials_and_query_never_reach_messages() -> None:
+    """A password or a token in the endpoint URL is not repeated in errors (which are logged)."""
+    config = OtlpConfig(
+        endpoint="http://user:s3cr3tpw@127.0.0.1:1/otlp?api_key=t0ken",
+        protocol="http/protobuf",
+        timeout_s=0.5,
+    )
+    exporter = OtlpExporter(config)
+    try:
+        assert exporter.export_logs([log_record()]) is False
+        error = exporter.stats()["logs"].last_error
+        assert "127.0.0.1:1" in error
+        assert "s3cr3tpw" not in error and "t0ken" not in error
+    finally:
+        exporter.shutdown()

@@ -254,9 +254,16 @@ def parse_headers(text: str, where: str, errors: list[str]) -> dict[str, str]:
     return headers
 
 
-def _mask_url(url: str) -> str:
+def mask_url(url: str) -> str:
+    """The URL safe to print or log: a password and every query value become ***."""
     parts = urlsplit(url) if "://" in url else None
-    if parts is None or parts.password is None:
+    if parts is None or (parts.password is None and not parts.query):
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", f":{MASK}@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", f":{MASK}@", 1)
+    query = "&".join(f"{item.partition('=')[0]}={MASK}" for item in parts.query.split("&") if item)
+    return parts._replace(netloc=netloc, query=query).geturl()
+
+
+_mask_url = mask_url

@@ -30,7 +30,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 
 from hubble_bridge import __version__
 from hubble_bridge.errors import ConfigError
-from hubble_bridge.sinks.otlp_config import Signal, SignalSettings
+from hubble_bridge.sinks.otlp_config import Signal, SignalSettings, mask_url
 
 USER_AGENT = f"hubble-otlp/{__version__}"
 RETRYABLE_GRPC = frozenset(
@@ -143,7 +143,7 @@ def _retry_info(exc: grpc.RpcError) -> float | None:
 
 class HttpTransport:
     def __init__(self, settings: SignalSettings) -> None:
-        self._url = settings.url
+        self._url = mask_url(settings.url)  # only ever shown in messages
         parts = urlsplit(settings.url)
         self._host, self._port = parts.hostname, parts.port
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
