@@ -215,7 +215,9 @@ def run_convert(args: argparse.Namespace) -> int:
 
 
 class _Progress:
-    """A one-line progress display on a terminal's stderr."""
+    """A progress bar on a terminal's stderr: share of the files' bytes read, events, rate."""
+
+    WIDTH = 30
 
     def __init__(self, bridge: Bridge) -> None:
         self.bridge = bridge
@@ -231,7 +233,16 @@ class _Progress:
         sys.stderr.write("\r\033[K")
 
     def _run(self) -> None:
-        while not self._stop.wait(0.25):
-            n = self.bridge.stats.total("flows.received")
-            sys.stderr.write(f"\r\033[Kconverting... {n} events")
+        import time
+
+        started = time.monotonic()
+        while not self._stop.wait(0.2):
+            source = self.bridge.source
+            total, done = getattr(source, "bytes_total", 0), getattr(source, "bytes_read", 0)
+            events = self.bridge.stats.total("flows.received")
+            rate = events / max(time.monotonic() - started, 1e-3)
+            fraction = min(done / total, 1.0) if total else 0.0
+            filled = int(fraction * self.WIDTH)
+            bar = "#" * filled + "-" * (self.WIDTH - filled)
+            sys.stderr.write(f"\r\033[Kconverting [{bar}] {fraction:4.0%}  {events} events  {rate:,.0f}/s")
             sys.stderr.flush()

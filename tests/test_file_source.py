@@ -377,3 +377,18 @@ def test_unreadable_followed_path_is_an_error(tmp_path: Path) -> None:
     consumer.thread.join(TIMEOUT_S)
     assert isinstance(consumer.error, BridgeError)
     assert str(consumer.error) == f"cannot read {tmp_path}: Is a directory"
+
+
+def test_progress_counts_the_bytes_on_disk_of_plain_and_gzip_files(tmp_path: Path) -> None:
+    recorded = (FLOWS / "kind-drops-2.jsonl").read_bytes()
+    plain = tmp_path / "events.log"
+    plain.write_bytes(recorded)
+    packed = tmp_path / "events-1.log.gz"
+    packed.write_bytes(gzip.compress(recorded))
+    source = FileSource([packed, plain])
+    seen = []
+    for _ in source:
+        seen.append(source.bytes_read)
+    assert source.bytes_total == plain.stat().st_size + packed.stat().st_size
+    assert seen == sorted(seen) and 0 < seen[0] < source.bytes_total
+    assert source.bytes_read == source.bytes_total

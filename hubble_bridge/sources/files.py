@@ -110,6 +110,8 @@ class FileSource:
         self.non_flow_events = 0
         self.filtered = 0
         self.events = 0
+        self.bytes_total = 0  # on-disk size of the files read once (progress)
+        self.bytes_read = 0  # of those, bytes consumed so far (compressed bytes for gzip)
 
     def close(self) -> None:
         self._closed.set()
@@ -118,6 +120,7 @@ class FileSource:
         once = self._paths[:-1] if self._follow else self._paths
         for path in once:  # fail before serving anything when a named file is missing
             _open(path).close()
+        self.bytes_total = sum(_size(path) for path in once)
         for path in once:
             yield from self._read_once(path)
         if self._follow:
@@ -125,6 +128,7 @@ class FileSource:
 
     def _read_once(self, path: str) -> Iterator[GetFlowsResponse]:
         lines = _Lines()
+        done = self.bytes_read
         with _open(path) as handle:
             while not self._closed.is_set():
                 try:
@@ -134,6 +138,7 @@ class FileSource:
                     return
                 except OSError as exc:
                     raise _read_error(path, exc) from None
+                self.bytes_read = done + _position(handle)
                 yield from self._serve(path, lines, chunk, final=not chunk)
                 if not chunk:
                     return
@@ -211,6 +216,22 @@ def read_events(
 ) -> Iterator[GetFlowsResponse]:
     """Every event in the files, once, in order."""
     return iter(FileSource(paths, on_problem=on_problem))
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _position(handle: io.BufferedIOBase) -> int:
+    """Bytes of the file on disk consumed so far: gzip's compressed position, not its output."""
+    raw = getattr(handle, "fileobj", None) or handle
+    try:
+        return int(raw.tell())
+    except (OSError, ValueError):
+        return 0
 
 
 def _open(path: str) -> io.BufferedIOBase:
