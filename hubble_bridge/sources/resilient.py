@@ -80,7 +80,7 @@ class ResilientRelaySource:
         self._closed = threading.Event()
         self._client: RelayClient | None = None
         self._lock = threading.Lock()
-        self._wait = wait_exponential_jitter(initial=0.2, max=max_backoff_s, jitter=0.5)
+        self._wait = wait_exponential_jitter(multiplier=0.2, max=max_backoff_s, jitter=0.5)
         self._last_ns = 0
         self._recent: deque[tuple[int, tuple[object, ...]]] = deque()
         self._recent_keys: set[tuple[object, ...]] = set()
