@@ -1,4 +1,8 @@
-"""Kubernetes metadata for sidecar endpoints, from the client's own model objects (no cluster needed)."""
+"""Kubernetes metadata for sidecar endpoints, from the client's own model objects.
+
+No real Kubernetes API server can run here, so the API is a stand-in (FakeCoreApi) that answers the
+two list calls with the `kubernetes` client's real model objects, as the API server would.
+"""
 
 from __future__ import annotations
 
@@ -89,7 +93,7 @@ def test_services_by_cluster_ip_and_headless_ones_skipped() -> None:
 
 
 class FakeCoreApi:
-    """The two list calls ClusterMetadata makes, answering like the API server would."""
+    """A stand-in for the API server (none can run here): the two list calls ClusterMetadata makes."""
 
     def __init__(self) -> None:
         self.selectors: list[str] = []
