@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,6 +16,7 @@ from hubble_bridge.config import BridgeConfig
 from hubble_bridge.errors import BridgeError
 from hubble_bridge.filters import FlowFilterSet, filters_from_json
 from hubble_bridge.pipeline import Bridge, Sink
+from hubble_bridge.selfmetrics import SelfMetrics
 from hubble_bridge.sources.base import FlowSource
 
 log = logging.getLogger("hubble_bridge")
@@ -28,20 +30,25 @@ def build_filters(config: BridgeConfig) -> FlowFilterSet | None:
     return FlowFilterSet(whitelist, blacklist)
 
 
-def build_source(
-    config: BridgeConfig, filters: FlowFilterSet | None, stats_hook: Callable[[str], None]
-) -> FlowSource:
+def build_bridge(config: BridgeConfig) -> Bridge:
+    """The configured source, mapping and sinks, sharing one set of self-metrics."""
+    stats = SelfMetrics(start_time_ns=time.time_ns())
+    return Bridge(config, build_source(config, stats.add), build_sinks(config), stats=stats)
+
+
+def build_source(config: BridgeConfig, count: Callable[[str], None]) -> FlowSource:
+    """Relay (filters applied server-side, as `hubble observe` does) or files (filtered here)."""
     if config.source.relay:
         from hubble_bridge.sources.resilient import ResilientRelaySource
 
-        return ResilientRelaySource(
-            config.source, filters, on_reconnect=lambda: stats_hook("source.reconnects")
-        )
+        return ResilientRelaySource(config.source, on_reconnect=lambda: count("source.reconnects"))
 
     from hubble_bridge.sources.files import FileSource
 
+    filters = build_filters(config)
+
     def report(problem: object) -> None:
-        stats_hook("input.invalid")
+        count("input.invalid")
         log.warning("skipped %s", problem)
 
     return FileSource(
@@ -54,36 +61,18 @@ def build_source(
 
 def build_sinks(config: BridgeConfig) -> list[Sink]:
     from hubble_bridge.sinks.otlp_export import OtlpExporter
+    from hubble_bridge.sinks.otlp_json import OtlpJsonFileSink
 
     sinks: list[Sink] = []
     if config.export.otlp:
         sinks.append(OtlpExporter(config.otlp))
     if config.export.output_file:
-        sinks.append(_FileSink(config.export.output_file))
+        sinks.append(OtlpJsonFileSink(config.export.output_file))
     return sinks
 
 
-class _FileSink:
-    """The OTLP-JSON file as a pipeline sink (shutdown = flush and close)."""
-
-    def __init__(self, path: str) -> None:
-        from hubble_bridge.sinks.otlp_json import OtlpJsonFileSink
-
-        self._file = OtlpJsonFileSink(path)
-        self.export_traces = self._file.export_traces
-        self.export_logs = self._file.export_logs
-        self.export_metrics = self._file.export_metrics
-
-    def shutdown(self) -> None:
-        self._file.close()
-
-
 def run_bridge(config: BridgeConfig) -> int:
-    filters = build_filters(config)
-    holder: dict[str, Bridge] = {}
-    source = build_source(config, filters, lambda name: holder["bridge"].stats.add(name))
-    bridge = Bridge(config, source, build_sinks(config))
-    holder["bridge"] = bridge
+    bridge = build_bridge(config)
     election = _Election(config, bridge) if config.leader_election.enabled else None
     endpoints = _start_endpoints(config, bridge, election)
     stopping = threading.Event()
@@ -190,11 +179,7 @@ def run_convert(args: argparse.Namespace) -> int:
 
             layer["source"][key] = [_json_arg(v, f"--{name}") for v in values]
     config = load_config(layer, args.config, environ={})
-    filters = build_filters(config)
-    holder: dict[str, Bridge] = {}
-    source = build_source(config, filters, lambda name: holder["bridge"].stats.add(name))
-    bridge = Bridge(config, source, build_sinks(config))
-    holder["bridge"] = bridge
+    bridge = build_bridge(config)
     progress = _Progress(bridge) if sys.stderr.isatty() else None
     if progress:
         progress.start()

@@ -70,12 +70,9 @@ def run_demo(args: argparse.Namespace) -> int:
         },
         environ={},
     )
-    from hubble_bridge.app import _install_signal_handlers, _start_endpoints, build_sinks, build_source
+    from hubble_bridge.app import _install_signal_handlers, _start_endpoints, build_bridge
 
-    holder: dict[str, Bridge] = {}
-    source = build_source(config, None, lambda name: holder["bridge"].stats.add(name))
-    bridge = Bridge(config, source, build_sinks(config))
-    holder["bridge"] = bridge
+    bridge = build_bridge(config)
     endpoints = _start_endpoints(config, bridge)
     _install_signal_handlers(bridge)
     print(

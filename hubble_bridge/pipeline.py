@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -63,14 +63,13 @@ class Bridge:
         config: BridgeConfig,
         source: FlowSource,
         sinks: Sequence[Sink],
-        accept: Callable[[GetFlowsResponse], bool] | None = None,
+        stats: SelfMetrics | None = None,
     ) -> None:
         self.config = config
         self.source = source
         self.sinks = list(sinks)
-        self.accept = accept
         now = time.time_ns()
-        self.stats = SelfMetrics(start_time_ns=now)
+        self.stats = stats or SelfMetrics(start_time_ns=now)
         self.metrics = MetricsAggregator(config.metrics, start_time_ns=now)
         self.spans = SpanMapper(config.spans)
         own = {
@@ -241,16 +240,12 @@ class Bridge:
         self, batch: list[GetFlowsResponse], spans: list[SpanRecord], logs: list[LogRecord]
     ) -> int:
         cfg = self.config
-        accept = self.accept
         metrics_on, traces_on, logs_on = cfg.export.metrics, cfg.export.traces, cfg.export.logs
         latest = 0
-        mapped = filtered = 0
+        mapped = 0
         for response in batch:
             kind = response.WhichOneof("response_types")
             if kind == "flow":
-                if accept is not None and not accept(response):
-                    filtered += 1
-                    continue
                 latest = max(latest, event_time_ns(response))
                 if metrics_on:
                     self.metrics.process(response)
@@ -278,8 +273,6 @@ class Bridge:
                     logs.append(node_status_log(response, cfg.logs))
         self.stats.add("flows.received", len(batch))
         self.stats.add("flows.mapped", mapped)
-        if filtered:
-            self.stats.add("flows.filtered", filtered)
         return latest
 
     def snapshot(self) -> MetricsSnapshot:

@@ -20,7 +20,7 @@ from tenacity import wait_exponential_jitter
 
 from hubble_bridge.api import observer_pb2
 from hubble_bridge.errors import BridgeError, ConfigError
-from hubble_bridge.filters import FlowFilterSet, filters_from_json
+from hubble_bridge.filters import filters_from_json
 from hubble_bridge.flows.codec import event_time_ns
 from hubble_bridge.sources.relay import RelayClient, build_request
 
@@ -61,7 +61,6 @@ class ResilientRelaySource:
     def __init__(
         self,
         source_config: object,
-        filters: FlowFilterSet | None = None,
         *,
         on_reconnect: Callable[[], None] | None = None,
         max_backoff_s: float = 30.0,
@@ -75,7 +74,6 @@ class ResilientRelaySource:
         self._first: int = cfg.first  # type: ignore[attr-defined]
         self._since_ns = parse_since(cfg.since) if cfg.since else None  # type: ignore[attr-defined]
         self._number: int = cfg.number  # type: ignore[attr-defined]
-        del filters  # Relay applies the filters server-side, as `hubble observe` does
         self._on_reconnect = on_reconnect
         self._closed = threading.Event()
         self._client: RelayClient | None = None
