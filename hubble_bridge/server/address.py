@@ -1,8 +1,15 @@
-"""Listen addresses for the Observer server: "host:port", ":port" (all interfaces), "unix:///path"."""
+"""Listen addresses for the gRPC servers (Observer, Peer): "host:port", ":port" (all interfaces), "unix:///path"."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from hubble_bridge.errors import BridgeError
+
+if TYPE_CHECKING:
+    import grpc
+
+    from hubble_bridge.tls import ServerTlsOptions
 
 _EXPECTED = "expected host:port, :port or unix:///path"
 
@@ -23,3 +30,22 @@ def parse_listen(value: str) -> str:
         raise BridgeError(f"invalid listen address {value!r}: write IPv6 hosts in brackets, e.g. [::1]:4245")
     # An empty host listens everywhere; "[::]" is dual-stack on Linux.
     return f"{host or '[::]'}:{int(port)}"
+
+
+def bind(server: grpc.Server, bind_address: str, listen: str, tls: ServerTlsOptions | None) -> str:
+    """Bind `server` (TLS when given) to a parse_listen() address; the address clients can use.
+
+    Port 0 becomes the bound port; a unix socket address is returned as is.
+    """
+    try:
+        if tls is not None:
+            port = server.add_secure_port(bind_address, tls.server_credentials())
+        else:
+            port = server.add_insecure_port(bind_address)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise BridgeError(f"cannot listen on {listen}: address in use or not available")
+    if bind_address.startswith("unix:"):
+        return bind_address
+    return f"{bind_address.rpartition(':')[0]}:{port}"

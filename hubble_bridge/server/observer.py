@@ -14,7 +14,7 @@ from hubble_bridge import __version__
 from hubble_bridge.api import flow_pb2, observer_pb2, observer_pb2_grpc, relay_pb2
 from hubble_bridge.errors import BridgeError
 from hubble_bridge.flows.codec import timestamp_from_ns
-from hubble_bridge.server.address import parse_listen
+from hubble_bridge.server.address import bind, parse_listen
 from hubble_bridge.server.query import FlowQuery
 from hubble_bridge.server.store import EventStore
 from hubble_bridge.tls import ServerTlsOptions
@@ -154,7 +154,6 @@ class ObserverServer:
 
     def start(self) -> str:
         """Binds and serves; returns the address clients can use (with the bound port)."""
-        credentials = self._tls.server_credentials() if self._tls else None
         # Each follow stream holds a worker; beyond that, refuse rather than queue silently.
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="observer"),
@@ -162,19 +161,7 @@ class ObserverServer:
             maximum_concurrent_rpcs=self._max_workers,
         )
         observer_pb2_grpc.add_ObserverServicer_to_server(self._servicer, server)
-        try:
-            if credentials is not None:
-                port = server.add_secure_port(self._bind, credentials)
-            else:
-                port = server.add_insecure_port(self._bind)
-        except RuntimeError:
-            port = 0
-        if port == 0:
-            raise BridgeError(f"cannot listen on {self._listen}: address in use or not available")
-        if self._bind.startswith("unix:"):
-            self.address = self._bind
-        else:
-            self.address = f"{self._bind.rpartition(':')[0]}:{port}"
+        self.address = bind(server, self._bind, self._listen, self._tls)
         server.start()
         self._server = server
         return self.address

@@ -20,7 +20,7 @@ import grpc
 
 from hubble_bridge.api import peer_pb2, peer_pb2_grpc
 from hubble_bridge.errors import BridgeError
-from hubble_bridge.server.address import parse_listen
+from hubble_bridge.server.address import bind, parse_listen
 from hubble_bridge.tls import ServerTlsOptions
 
 ChangeNotification = peer_pb2.ChangeNotification
@@ -141,17 +141,7 @@ class PeerServer:
             maximum_concurrent_rpcs=self._max_workers,
         )
         peer_pb2_grpc.add_PeerServicer_to_server(self.servicer, server)
-        try:
-            if self._tls is not None:
-                port = server.add_secure_port(self._bind, self._tls.server_credentials())
-            else:
-                port = server.add_insecure_port(self._bind)
-        except RuntimeError:
-            port = 0
-        if port == 0:
-            raise BridgeError(f"cannot listen on {self._listen}: address in use or not available")
-        host = self._bind.rpartition(":")[0]
-        self.address = self._bind if self._bind.startswith("unix:") else f"{host}:{port}"
+        self.address = bind(server, self._bind, self._listen, self._tls)
         server.start()
         self._server = server
         return self.address
