@@ -9,14 +9,13 @@ them and `load_config` resolves the layers, reporting every problem at once.
 from __future__ import annotations
 
 import os
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import yaml
 
-from hubble_bridge.configload import build, load_yaml, merge, parse_key_values, to_plain
+from hubble_bridge.configload import build, load_yaml, merge, to_plain
 from hubble_bridge.errors import BridgeError, ConfigError
 from hubble_bridge.k8s.leader import LeaderElectionConfig
 from hubble_bridge.mapping.logs import LogConfig
@@ -24,7 +23,7 @@ from hubble_bridge.mapping.metrics import MetricsConfig
 from hubble_bridge.mapping.redact import RedactConfig
 from hubble_bridge.mapping.spans import SpanConfig
 from hubble_bridge.scaleout.config import ScaleOutConfig
-from hubble_bridge.sinks.otlp_config import OtlpConfig
+from hubble_bridge.sinks.otlp_config import OtlpConfig, parse_encoded_pairs
 from hubble_bridge.tls import ClientTlsOptions
 
 MASK = "***"
@@ -158,8 +157,7 @@ def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
     if environ.get("OTEL_SERVICE_NAME"):
         layer["service_name"] = environ["OTEL_SERVICE_NAME"]
     if environ.get("OTEL_RESOURCE_ATTRIBUTES"):
-        raw = parse_key_values(environ["OTEL_RESOURCE_ATTRIBUTES"], "OTEL_RESOURCE_ATTRIBUTES", errors)
-        attrs = {k: urllib.parse.unquote(v) for k, v in raw.items()}  # the spec percent-encodes values
+        attrs = parse_encoded_pairs(environ["OTEL_RESOURCE_ATTRIBUTES"], "OTEL_RESOURCE_ATTRIBUTES", errors)
         layer["resource_attributes"] = attrs
         if "service.name" in attrs and "service_name" not in layer:
             layer["service_name"] = attrs["service.name"]

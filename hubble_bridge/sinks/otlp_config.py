@@ -225,7 +225,7 @@ def _read_env(environ: Mapping[str, str], prefix: str, errors: list[str]) -> dic
         if not raw:
             continue
         if name == "headers":
-            out[name] = parse_headers(raw, var, errors)
+            out[name] = parse_encoded_pairs(raw, var, errors)
         elif name == "insecure":
             if raw.lower() not in ("true", "false"):
                 errors.append(f"{var}: expected true or false, got {raw!r}")
@@ -240,8 +240,8 @@ def _read_env(environ: Mapping[str, str], prefix: str, errors: list[str]) -> dic
     return out
 
 
-def parse_headers(text: str, where: str, errors: list[str]) -> dict[str, str]:
-    """`k=v,k2=v2` with URL-encoded keys and values (the OTEL_EXPORTER_OTLP_HEADERS format)."""
+def parse_encoded_pairs(text: str, where: str, errors: list[str]) -> dict[str, str]:
+    """`k=v,k2=v2` with URL-encoded keys and values: OTEL_EXPORTER_OTLP_HEADERS, OTEL_RESOURCE_ATTRIBUTES."""
     headers: dict[str, str] = {}
     for item in text.split(","):
         if not item.strip():
