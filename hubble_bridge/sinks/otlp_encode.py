@@ -73,10 +73,6 @@ def _resource(resource: Resource) -> resource_pb2.Resource:
     return resource_pb2.Resource(attributes=key_values(resource))
 
 
-def _scope(name: str, version: str) -> common_pb2.InstrumentationScope:
-    return common_pb2.InstrumentationScope(name=name, version=version)
-
-
 def _group(items: Iterable[T], key: Callable[[T], Resource]) -> dict[Resource, list[T]]:
     groups: dict[Resource, list[T]] = {}
     for item in items:
@@ -88,16 +84,21 @@ def _group(items: Iterable[T], key: Callable[[T], Resource]) -> dict[Resource, l
 # span would be copied three times on its way into the request (measured: 39 -> 26 us per span).
 
 
+def _scoped(entries: Any, scope_field: str, resource: Resource, scope_name: str, scope_version: str) -> Any:
+    """Add a Resource{Spans,Logs,Metrics} for `resource` with one scope entry, and return that entry."""
+    entry = entries.add()
+    entry.resource.CopyFrom(_resource(resource))
+    scoped = getattr(entry, scope_field).add()
+    scoped.scope.name, scoped.scope.version = scope_name, scope_version
+    return scoped
+
+
 def encode_traces(
     spans: Sequence[SpanRecord], scope_name: str = SCOPE_NAME, scope_version: str = __version__
 ) -> ExportTraceServiceRequest:
     request = ExportTraceServiceRequest()
     for resource, group in _group(spans, lambda s: s.resource).items():
-        resource_spans = request.resource_spans.add()
-        resource_spans.resource.CopyFrom(_resource(resource))
-        scope_spans = resource_spans.scope_spans.add()
-        scope_spans.scope.name, scope_spans.scope.version = scope_name, scope_version
-        add = scope_spans.spans.add
+        add = _scoped(request.resource_spans, "scope_spans", resource, scope_name, scope_version).spans.add
         for span in group:
             out = add(
                 trace_id=span.trace_id,
@@ -120,10 +121,7 @@ def encode_logs(
 ) -> ExportLogsServiceRequest:
     request = ExportLogsServiceRequest()
     for resource, group in _group(logs, lambda r: r.resource).items():
-        resource_logs = request.resource_logs.add()
-        resource_logs.resource.CopyFrom(_resource(resource))
-        scope_logs = resource_logs.scope_logs.add()
-        scope_logs.scope.name, scope_logs.scope.version = scope_name, scope_version
+        scope_logs = _scoped(request.resource_logs, "scope_logs", resource, scope_name, scope_version)
         add = scope_logs.log_records.add
         for log in group:
             record = add(
@@ -195,17 +193,13 @@ def encode_metrics(
     snapshots: Sequence[MetricsSnapshot], scope_name: str = SCOPE_NAME, scope_version: str = __version__
 ) -> ExportMetricsServiceRequest:
     """Snapshots sharing a resource merge into one ResourceMetrics; families without points are skipped."""
-    scope = _scope(scope_name, scope_version)
     out = ExportMetricsServiceRequest()
     for resource, group in _group(snapshots, lambda s: s.resource).items():
         metrics = [encode_metric(f, s.time_ns) for s in group for f in s.families if f.points]
         if metrics:
-            out.resource_metrics.append(
-                metrics_pb2.ResourceMetrics(
-                    resource=_resource(resource),
-                    scope_metrics=[metrics_pb2.ScopeMetrics(scope=scope, metrics=metrics)],
-                )
-            )
+            _scoped(
+                out.resource_metrics, "scope_metrics", resource, scope_name, scope_version
+            ).metrics.extend(metrics)
     return out
 
 
