@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hubble_bridge.errors import BridgeError
@@ -49,3 +53,15 @@ def bind(server: grpc.Server, bind_address: str, listen: str, tls: ServerTlsOpti
     if bind_address.startswith("unix:"):
         return bind_address
     return f"{bind_address.rpartition(':')[0]}:{port}"
+
+
+def serve_until_stopped(
+    address: str, stop: threading.Event, on_ready: Callable[[str], None] | None = None
+) -> None:
+    """Block a server's command until `stop`, SIGTERM (from the main thread) or Ctrl-C."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if on_ready is not None:
+        on_ready(address)
+    with contextlib.suppress(KeyboardInterrupt):
+        stop.wait()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import queue
-import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -20,7 +19,7 @@ import grpc
 
 from hubble_bridge.api import peer_pb2, peer_pb2_grpc
 from hubble_bridge.errors import BridgeError
-from hubble_bridge.server.address import bind, parse_listen
+from hubble_bridge.server.address import bind, parse_listen, serve_until_stopped
 from hubble_bridge.tls import ServerTlsOptions
 
 ChangeNotification = peer_pb2.ChangeNotification
@@ -174,12 +173,7 @@ def run_peer_server(
     try:
         address = server.start()
         print(f"hubble-otlp: serving {len(entries)} peer(s) on {address}", file=sys.stderr)
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        if on_ready is not None:
-            on_ready(address)
-        with contextlib.suppress(KeyboardInterrupt):
-            stop.wait()
+        serve_until_stopped(address, stop, on_ready)
     finally:
         server.stop()
     return 0

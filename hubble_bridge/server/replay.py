@@ -9,9 +9,7 @@ so consumers see one continuous, increasing timeline.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import signal
 import sys
 import threading
 import time
@@ -22,6 +20,7 @@ from pathlib import Path
 from hubble_bridge.api import observer_pb2
 from hubble_bridge.errors import BridgeError, ConfigError
 from hubble_bridge.flows.codec import event_time_ns, timestamp_from_ns, timestamp_ns
+from hubble_bridge.server.address import serve_until_stopped
 from hubble_bridge.server.observer import ObserverServer
 from hubble_bridge.server.store import EventStore
 from hubble_bridge.sources.files import FileProblem, read_events
@@ -182,17 +181,8 @@ def run_replay(
             f"{', looping' if loop else ''} on {address}",
             file=sys.stderr,
         )
-        _stop_on_sigterm(stop)
-        if on_ready is not None:
-            on_ready(address)
-        with contextlib.suppress(KeyboardInterrupt):
-            stop.wait()
+        serve_until_stopped(address, stop, on_ready)
     finally:
         replayer.stop()
         server.stop(grace=1.0)
     return 0
-
-
-def _stop_on_sigterm(stop: threading.Event) -> None:
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -6,14 +6,13 @@ run_probe_check()    print each probe as attached / fallback / unavailable, and 
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import sys
 import threading
 from collections.abc import Callable
 
 from hubble_bridge.errors import BridgeError
 from hubble_bridge.k8s.metadata import ClusterMetadata, in_cluster
+from hubble_bridge.server.address import serve_until_stopped
 from hubble_bridge.server.observer import ObserverServer
 from hubble_bridge.sidecar.bccload import SidecarUnavailable
 from hubble_bridge.sidecar.features import ProbeState
@@ -62,12 +61,7 @@ def run_sidecar(
             f"hubble-otlp sidecar: node {sidecar.node_name}, {k8s}, flows every {interval_s:g}s on {address}",
             file=sys.stderr,
         )
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        if on_ready is not None:
-            on_ready(address)
-        with contextlib.suppress(KeyboardInterrupt):
-            stop.wait()
+        serve_until_stopped(address, stop, on_ready)
     finally:
         if endpoint is not None:
             endpoint.stop()
