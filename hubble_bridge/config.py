@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
-from hubble_bridge.configload import build, load_yaml, merge, to_plain
+from hubble_bridge.configload import build, load_yaml, merge, to_plain, validate_parts
 from hubble_bridge.errors import BridgeError, ConfigError
 from hubble_bridge.k8s.leader import LeaderElectionConfig
 from hubble_bridge.mapping.logs import LogConfig
@@ -128,13 +128,7 @@ class BridgeConfig:
             components.append(self.leader_election)
         if self.export.otlp:
             components.append(self.otlp)
-        for component in components:
-            validate = getattr(component, "validate", None)
-            try:
-                if validate is not None:
-                    validate()
-            except ConfigError as exc:
-                problems.append(str(exc).removeprefix("invalid configuration: "))
+        validate_parts(components, problems)
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))
 

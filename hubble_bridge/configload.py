@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
@@ -172,3 +173,15 @@ def to_plain(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): to_plain(v) for k, v in obj.items()}
     return obj
+
+
+def validate_parts(parts: Iterable[Any], problems: list[str]) -> None:
+    """Run each part's validate() and add what it reports to `problems`, so all are reported at once."""
+    for part in parts:
+        validate = getattr(part, "validate", None)
+        if validate is None:
+            continue
+        try:
+            validate()
+        except ConfigError as exc:
+            problems.append(str(exc).removeprefix("invalid configuration: "))

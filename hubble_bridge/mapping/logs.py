@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from hubble_bridge.api import flow_pb2, observer_pb2, relay_pb2
+from hubble_bridge.configload import validate_parts
 from hubble_bridge.errors import ConfigError
 from hubble_bridge.flows.codec import timestamp_ns
 from hubble_bridge.mapping import semconv as sc
@@ -96,11 +97,7 @@ class LogConfig:
             if unknown:
                 names = ", ".join(map(repr, unknown))
                 problems.append(f"logs.verdicts: unknown verdict {names} (known: {', '.join(known)})")
-        for part in (self.redact, self.limits):
-            try:
-                part.validate()
-            except ConfigError as exc:
-                problems.append(str(exc))
+        validate_parts((self.redact, self.limits), problems)
         if problems:
             raise ConfigError("; ".join(problems))
 

@@ -31,6 +31,7 @@ import random
 from dataclasses import dataclass, field
 
 from hubble_bridge.api import flow_pb2, observer_pb2
+from hubble_bridge.configload import validate_parts
 from hubble_bridge.errors import ConfigError
 from hubble_bridge.flows.codec import timestamp_ns
 from hubble_bridge.mapping import semconv as sc
@@ -68,11 +69,7 @@ class SpanConfig:
             problems.append(f"spans.join_window_s: must be positive, got {self.join_window_s}")
         if self.max_pending < 1:
             problems.append(f"spans.max_pending: must be at least 1, got {self.max_pending}")
-        for part in (self.redact, self.limits):
-            try:
-                part.validate()
-            except ConfigError as exc:
-                problems.append(str(exc))
+        validate_parts((self.redact, self.limits), problems)
         if problems:
             raise ConfigError("; ".join(problems))
 
