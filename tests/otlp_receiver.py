@@ -293,3 +293,29 @@ def _load_chain(context: ssl.SSLContext, cert_chain_pem: bytes, key_pem: bytes) 
         cert.write_bytes(cert_chain_pem)
         key.write_bytes(key_pem)
         context.load_cert_chain(cert, key)
+
+
+def latest_points(receiver: OtlpReceiver, name: str) -> list[Any]:
+    """Points of `name` in the newest metrics request that has it (metrics are cumulative)."""
+    for received in reversed(receiver.requests("metrics")):
+        points = [
+            p
+            for rm in received.request.resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            if m.name == name
+            for p in getattr(m, m.WhichOneof("data")).data_points
+        ]
+        if points:
+            return points
+    return []
+
+
+def attrs(key_values: Any) -> dict[str, Any]:
+    """OTLP KeyValues as a plain dict (lists of strings for array values)."""
+    out = {}
+    for kv in key_values:
+        kind = kv.value.WhichOneof("value")
+        value = getattr(kv.value, kind)
+        out[kv.key] = [v.string_value for v in value.values] if kind == "array_value" else value
+    return out

@@ -27,7 +27,7 @@ from hubble_bridge.mapping.metrics import MetricsAggregator, MetricsConfig
 from hubble_bridge.mapping.semconv import HUBBLE_FLOW_UUID, HUBBLE_L7_UNANSWERED
 from hubble_bridge.sources.files import read_events
 from tests.conftest import SHARED_FLOWS, run_cli
-from tests.otlp_receiver import OtlpReceiver
+from tests.otlp_receiver import OtlpReceiver, attrs, latest_points
 from tests.procs import CliProcess, free_port
 
 GENERATED = 3000
@@ -56,31 +56,6 @@ def relay(flow_files: list[Path], tmp_path: Path):  # type: ignore[no-untyped-de
         proc.wait_for_line(r"serving \d+ events")
         yield f"unix://{socket_path}"
         assert proc.stop() == 0
-
-
-def latest_points(receiver: OtlpReceiver, name: str) -> list:
-    """Points of `name` in the newest metrics request that has it (metrics are cumulative)."""
-    for received in reversed(receiver.requests("metrics")):
-        points = [
-            p
-            for rm in received.request.resource_metrics
-            for sm in rm.scope_metrics
-            for m in sm.metrics
-            if m.name == name
-            for p in getattr(m, m.WhichOneof("data")).data_points
-        ]
-        if points:
-            return points
-    return []
-
-
-def attrs(kvs) -> dict:  # type: ignore[no-untyped-def]
-    out = {}
-    for kv in kvs:
-        kind = kv.value.WhichOneof("value")
-        value = getattr(kv.value, kind)
-        out[kv.key] = [v.string_value for v in value.values] if kind == "array_value" else value
-    return out
 
 
 def flows_processed(receiver: OtlpReceiver) -> int:

@@ -11,9 +11,8 @@ import signal
 from pathlib import Path
 
 from tests.conftest import SHARED_FLOWS
-from tests.otlp_receiver import OtlpReceiver
+from tests.otlp_receiver import OtlpReceiver, attrs
 from tests.procs import CliProcess
-from tests.test_bridge_e2e import attrs
 from tests.test_leader_election import LEASE, NAMESPACE, StandInApiServer
 
 LEASE_DURATION_S = 2.0

@@ -28,6 +28,7 @@ from hubble_bridge.telemetry import (
     StatusCode,
     make_resource,
 )
+from tests.otlp_receiver import attrs
 
 POD_A = make_resource({"service.name": "frontend", "k8s.namespace.name": "shop", "k8s.pod.name": ""})
 POD_B = make_resource({"service.name": "cart", "k8s.namespace.name": "shop"})
@@ -47,15 +48,6 @@ def span(resource: tuple[tuple[str, str], ...], n: int, **extra: object) -> Span
         attributes={"http.request.method": "GET", "http.response.status_code": 503},
         **extra,  # type: ignore[arg-type]
     )
-
-
-def attrs(key_values: object) -> dict[str, object]:
-    out = {}
-    for kv in key_values:  # type: ignore[attr-defined]
-        kind = kv.value.WhichOneof("value")
-        value = getattr(kv.value, kind)
-        out[kv.key] = [v.string_value for v in value.values] if kind == "array_value" else value
-    return out
 
 
 @pytest.mark.parametrize(

@@ -17,9 +17,9 @@ from hubble_bridge.mapping.spans import SpanConfig, SpanMapper
 from hubble_bridge.sources.files import read_events
 from tests.certs import make_pki
 from tests.conftest import run_cli
-from tests.otlp_receiver import OtlpReceiver, ServerTls
+from tests.otlp_receiver import OtlpReceiver, ServerTls, attrs, latest_points
 from tests.procs import CliProcess, free_port
-from tests.test_bridge_e2e import attrs, flows_processed, latest_points
+from tests.test_bridge_e2e import flows_processed
 
 FLOWS = 3000
 FAST = {"OTEL_METRIC_EXPORT_INTERVAL": "300", "OTEL_BSP_SCHEDULE_DELAY": "300"}

@@ -13,9 +13,8 @@ import socket
 import pytest
 
 from hubble_bridge.sidecar.bccload import missing_prerequisite
-from tests.otlp_receiver import OtlpReceiver
+from tests.otlp_receiver import OtlpReceiver, attrs, latest_points
 from tests.procs import CliProcess, free_port
-from tests.test_bridge_e2e import attrs, latest_points
 
 MISSING = missing_prerequisite()
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"real eBPF: {MISSING}")
