@@ -218,7 +218,6 @@ class _Progress:
         sys.stderr.write("\r\033[K")
 
     def _run(self) -> None:
-
         started = time.monotonic()
         while not self._stop.wait(0.2):
             source = self.bridge.source
