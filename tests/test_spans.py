@@ -425,3 +425,195 @@ def test_config_validate() -> None:
     SpanConfig().validate()
     with pytest.raises(Exception, match="join_window_s"):
         SpanConfig(join_window_s=0).validate()
+
+
+# Exact records, key order included (the OTLP encoder keeps it): they pin every attribute path.
+
+
+def test_server_span_exact_attributes_in_order() -> None:
+    hdrs = (
+        ("X-Request-Id", "rid-9"),
+        ("User-Agent", "curl/8"),
+        ("Authorization", "Bearer x"),
+        ("Content-Type", "text/plain"),
+        ("content-type", "application/json"),
+    )
+    url = "https://u:p@cart:8443/api/items?id=7#frag"
+    req, resp = http_pair(flow_pb2.INGRESS, T0, code=503, url=url, method="POST", headers=hdrs)
+    resp.flow.uuid = "c0ffee00-0000-4000-8000-00000000000a"
+    resp.flow.ingress_allowed_by.add(name="allow-web", namespace="shop")
+    resp.flow.ingress_denied_by.add(name="cluster-wide")
+    resp.flow.source_service.name = "cart-svc"
+    m = mapper(
+        redact=RedactConfig(keep_headers=("user-agent", "x-request-id", "content-type", "authorization"))
+    )
+    [span] = run(m, [req, resp])
+    assert list(span.attributes.items()) == [
+        ("http.request.method", "POST"),
+        ("http.response.status_code", 503),
+        ("url.full", "https://REDACTED:REDACTED@cart:8443/api/items?id=REDACTED#frag"),
+        ("url.scheme", "https"),
+        ("url.path", "/api/items"),
+        ("url.query", "id=REDACTED"),
+        ("network.protocol.name", "http"),
+        ("network.protocol.version", "1.1"),
+        ("user_agent.original", "curl/8"),
+        ("error.type", "503"),
+        ("network.transport", "tcp"),
+        ("network.type", "ipv4"),
+        ("server.address", "cart-svc"),
+        ("server.port", 8080),
+        ("client.address", "10.0.0.1"),
+        ("client.port", 40000),
+        ("network.peer.address", "10.0.0.1"),
+        ("network.peer.port", 40000),
+        ("hubble.verdict", "FORWARDED"),
+        ("hubble.traffic_direction", "INGRESS"),
+        ("hubble.node.name", "node-a"),
+        ("hubble.source.identity", 1001),
+        ("hubble.destination.identity", 2002),
+        ("hubble.policy.names", ["shop/allow-web", "cluster-wide"]),
+        ("hubble.flow.uuid", "c0ffee00-0000-4000-8000-00000000000a"),
+        ("http.request.header.x-request-id", ["rid-9"]),
+        ("http.request.header.user-agent", ["curl/8"]),
+        ("http.request.header.authorization", ["REDACTED"]),
+        ("http.request.header.content-type", ["text/plain", "application/json"]),
+    ]
+    assert (span.name, span.kind, span.status, span.status_message) == (
+        "POST", SpanKind.SERVER, StatusCode.ERROR, "HTTP status 503",
+    )  # fmt: skip
+    assert span.end_time_ns - span.start_time_ns == 2_000_000
+    assert dict(span.resource) == {
+        "service.name": "cart", "service.namespace": "shop", "k8s.namespace.name": "shop",
+        "k8s.pod.name": "cart-1", "k8s.node.name": "node-a",
+    }  # fmt: skip
+
+
+def test_unanswered_and_dropped_request_spans_exact() -> None:
+    m = mapper(join_window_s=10)
+    req, _ = http_pair(flow_pb2.EGRESS, T0, url="/v1/x?q=1", method="", headers=(("X-Request-Id", "r"),))
+    req.flow.destination_names.append("cart.example.")
+    req.flow.verdict = flow_pb2.DROPPED
+    assert m.process(req) == []
+    [span] = m.drain()
+    assert list(span.attributes.items()) == [
+        ("http.request.method", "_OTHER"),
+        ("url.path", "/v1/x"),
+        ("url.query", "q=REDACTED"),
+        ("network.protocol.name", "http"),
+        ("network.protocol.version", "1.1"),
+        ("network.transport", "tcp"),
+        ("network.type", "ipv4"),
+        ("server.address", "cart.example"),
+        ("server.port", 8080),
+        ("client.address", "10.0.0.1"),
+        ("client.port", 40000),
+        ("network.peer.address", "10.0.0.2"),
+        ("network.peer.port", 8080),
+        ("hubble.verdict", "DROPPED"),
+        ("hubble.traffic_direction", "EGRESS"),
+        ("hubble.node.name", "node-a"),
+        ("hubble.source.identity", 1001),
+        ("hubble.destination.identity", 2002),
+        ("http.request.header.x-request-id", ["r"]),
+        ("hubble.l7.unanswered", True),
+    ]
+    assert (span.name, span.kind, span.status, span.status_message) == (
+        "HTTP", SpanKind.CLIENT, StatusCode.ERROR, "request dropped by Cilium",
+    )  # fmt: skip
+    assert (span.start_time_ns, span.end_time_ns) == (T0, T0)
+    assert dict(span.resource)["service.name"] == "web"
+
+    # A dropped REQUEST marks the span of its (forwarded) RESPONSE.
+    req, resp = http_pair(flow_pb2.EGRESS, T0, code=200)
+    req.flow.verdict = flow_pb2.DROPPED
+    [span] = run(mapper(), [req, resp])
+    assert span.attributes["hubble.verdict"] == "DROPPED"
+    assert (span.status, span.status_message) == (StatusCode.ERROR, "request dropped by Cilium")
+
+
+def test_dns_and_kafka_spans_exact() -> None:
+    q = {"udp": True, "src": ("10.0.0.1", 5353), "dst": ("10.0.0.53", 53)}
+    r = {"udp": True, "src": ("10.0.0.53", 53), "dst": ("10.0.0.1", 5353), "src_ep": SERVER, "dst_ep": CLIENT}
+    question = {"query": "x.io.", "qtypes": ["A"], "observation_source": "proxy"}
+    answer = flow_pb2.DNS(
+        rcode=3, ips=["1.2.3.4", "5.6.7.8"], cnames=["y.io."], rrtypes=["CNAME", "A"], ttl=30, **question
+    )
+    dns_req = l7(flow_pb2.REQUEST, flow_pb2.EGRESS, T0, dns=flow_pb2.DNS(**question), **q)
+    dns_resp = l7(flow_pb2.RESPONSE, flow_pb2.EGRESS, T0 + 900, dns=answer, **r)
+    [span] = run(mapper(), [dns_req, dns_resp])
+    assert list(span.attributes.items()) == [
+        ("dns.question.name", "x.io"),
+        ("network.protocol.name", "dns"),
+        ("hubble.dns.qtypes", ["A"]),
+        ("hubble.dns.observation_source", "proxy"),
+        ("hubble.dns.rcode", 3),
+        ("dns.answers", ["1.2.3.4", "5.6.7.8"]),
+        ("hubble.dns.cnames", ["y.io."]),
+        ("hubble.dns.rrtypes", ["CNAME", "A"]),
+        ("hubble.dns.ttl", 30),
+        ("error.type", "NXDOMAIN"),
+        ("network.transport", "udp"),
+        ("network.type", "ipv4"),
+        ("server.address", "10.0.0.53"),
+        ("server.port", 53),
+        ("client.address", "10.0.0.1"),
+        ("client.port", 5353),
+        ("network.peer.address", "10.0.0.53"),
+        ("network.peer.port", 53),
+        ("hubble.verdict", "FORWARDED"),
+        ("hubble.traffic_direction", "EGRESS"),
+        ("hubble.node.name", "node-a"),
+        ("hubble.source.identity", 1001),
+        ("hubble.destination.identity", 2002),
+    ]
+    assert (span.name, span.status, span.status_message) == ("DNS A", StatusCode.ERROR, "DNS rcode NXDOMAIN")
+    assert (span.start_time_ns, span.end_time_ns) == (T0, T0 + 900)
+
+    fetch = flow_pb2.Kafka(api_key="fetch", topic="orders", api_version=11, correlation_id=5)
+    resp = l7(
+        flow_pb2.RESPONSE, flow_pb2.INGRESS, T0 + 50, src=("10.0.0.2", 9092), dst=("10.0.0.1", 40000),
+        src_ep=SERVER, dst_ep=CLIENT, kafka=fetch,
+    )  # fmt: skip
+    [span] = run(mapper(), [resp])  # no REQUEST: a lone response still spans
+    assert list(span.attributes.items())[:8] == [
+        ("messaging.system", "kafka"),
+        ("network.protocol.name", "kafka"),
+        ("messaging.operation.name", "fetch"),
+        ("messaging.operation.type", "receive"),
+        ("messaging.destination.name", "orders"),
+        ("hubble.kafka.api_version", 11),
+        ("hubble.kafka.correlation_id", 5),
+        ("hubble.kafka.error_code", 0),
+    ]
+    assert (span.name, span.kind, span.status) == ("fetch orders", SpanKind.SERVER, StatusCode.UNSET)
+    assert span.start_time_ns == span.end_time_ns == T0 + 50
+
+
+def test_limits_count_what_they_cut() -> None:
+    limits = AttributeLimits(max_value_length=8, max_attributes=12, max_list_items=1)
+    q = {"udp": True, "src": ("10.0.0.1", 5353), "dst": ("10.0.0.53", 53)}
+    r = {"udp": True, "src": ("10.0.0.53", 53), "dst": ("10.0.0.1", 5353), "src_ep": SERVER, "dst_ep": CLIENT}
+    answer = flow_pb2.DNS(
+        query="averylongname.io.", qtypes=["A"], ips=["1.2.3.4", "5.6.7.8"], cnames=["é" * 9]
+    )
+    m = mapper(limits=limits)
+    dns_req = l7(
+        flow_pb2.REQUEST, flow_pb2.EGRESS, T0, dns=flow_pb2.DNS(query="averylongname.io.", qtypes=["A"]), **q
+    )
+    [span] = run(m, [dns_req, l7(flow_pb2.RESPONSE, flow_pb2.EGRESS, T0 + 9, dns=answer, **r)])
+    a = span.attributes
+    assert list(a) == [
+        "dns.question.name", "network.protocol.name", "hubble.dns.qtypes", "hubble.dns.rcode", "dns.answers",
+        "hubble.dns.cnames", "network.transport", "network.type", "server.address", "server.port",
+        "client.address", "client.port",
+    ]  # fmt: skip
+    assert (a["dns.question.name"], a["dns.answers"], a["hubble.dns.cnames"]) == (
+        "averylon",
+        ["1.2.3.4"],
+        ["éééé"],
+    )
+    assert a["server.address"] == "10.0.0.5"
+    # Cut: the name, the cname item, server.address, client.address, network.peer.address (dropped later).
+    assert (m.limit_counts.values, m.limit_counts.lists, m.limit_counts.attributes) == (5, 1, 7)
+    assert span.name == "DNS A"
