@@ -1,23 +1,37 @@
 """MetricsConfig and MetricsAggregator: flows in, Hubble's metric families out.
 
-`process` is the hot path: one shared FlowFacts per flow, then each enabled
-family in turn, each a few dict operations. `snapshot` turns the cumulative
-state into telemetry MetricFamily records (only metrics that have points).
+`process` is the hot path. A flow's kind (kind_key: verdict, direction, L4/L7
+arm, event type) decides most labels and which families can count it at all,
+so each kind gets, once, its FlowFacts and the handlers of just those
+families; a flow then costs the key, a dict lookup and those handlers.
+`snapshot` turns the cumulative state into telemetry MetricFamily records
+(only metrics that have points).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hubble_bridge.api import observer_pb2
+from hubble_bridge.api import flow_pb2, observer_pb2
 from hubble_bridge.errors import ConfigError
 from hubble_bridge.mapping.metrics.base import Family
-from hubble_bridge.mapping.metrics.facts import FlowFacts
+from hubble_bridge.mapping.metrics.facts import (
+    IS_REPLY,
+    L4,
+    FlowFacts,
+    Handler,
+    KindKey,
+    read_kind,
+    reply_state,
+)
 from hubble_bridge.mapping.metrics.families.lost import LostEvents
 from hubble_bridge.mapping.metrics.http_semconv import HttpDurations
 from hubble_bridge.mapping.metrics.registry import build_families
 from hubble_bridge.mapping.metrics.series import Series
 from hubble_bridge.telemetry import MetricFamily
+
+# Kinds seen in practice number in the tens; a stream of made-up enum values must not grow the cache.
+MAX_KINDS = 4096
 
 # The families Cilium's Helm chart and docs enable most often.
 DEFAULT_FAMILIES = (
@@ -62,27 +76,60 @@ def _build(config: MetricsConfig) -> tuple[list[Family], int]:
     return families, limit
 
 
+# A kind's FlowFacts, handlers, and whether they read facts.l4 and facts.is_reply.
+_Plan = tuple[FlowFacts, tuple[Handler, ...], bool, bool]
+
+
 class MetricsAggregator:
     def __init__(self, config: MetricsConfig, start_time_ns: int) -> None:
         families, limit = _build(config)
         self.start_time_ns = start_time_ns
-        self._facts = FlowFacts()
         processors: list[Family | HttpDurations] = list(families)
         if config.http_duration_histograms:
             processors.append(HttpDurations(limit))
-        self._process = tuple(p.process for p in processors)
+        self._processors = tuple(processors)
+        self._kinds: dict[KindKey, _Plan] = {}
+        self._seq = 0
         self._lost = LostEvents(limit)
         self._series: list[Series] = [s for p in processors for s in p.series()] + self._lost.series()
 
     def process(self, response: observer_pb2.GetFlowsResponse) -> None:
         kind = response.WhichOneof("response_types")
         if kind == "flow":
-            facts = self._facts
-            facts.load(response.flow)
-            for process in self._process:
-                process(facts)
+            self.process_flow(response.flow)
         elif kind == "lost_events":
             self._lost.add(response.lost_events)
+
+    def process_flow(self, flow: flow_pb2.Flow) -> None:
+        key, l4 = read_kind(flow)
+        plan = self._kinds.get(key)
+        if plan is None:
+            plan = self._plan(flow)
+            if len(self._kinds) < MAX_KINDS:
+                self._kinds[key] = plan
+        facts, handlers, reads_l4, reads_reply = plan
+        # Context label caches compare seq, so it must grow across all kinds' FlowFacts.
+        self._seq = facts.seq = self._seq + 1
+        facts.flow = flow
+        if reads_l4:
+            facts.l4 = getattr(l4, facts.l4_kind)  # reads_l4 implies an arm
+        if reads_reply:
+            facts.is_reply = reply_state(flow)
+        for handler in handlers:
+            handler(facts)
+
+    def _plan(self, flow: flow_pb2.Flow) -> _Plan:
+        """FlowFacts for the flow's kind, the handlers of the families counting such flows, what they read."""
+        facts = FlowFacts()
+        facts.load(flow)
+        handlers: list[Handler] = []
+        reads: set[str] = set()
+        for processor in self._processors:
+            handler = processor.handler(facts)
+            if handler is not None:
+                handlers.append(handler)
+                reads |= processor.reads
+        return facts, tuple(handlers), L4 in reads and facts.l4_kind is not None, IS_REPLY in reads
 
     def snapshot(self) -> list[MetricFamily]:
         """Every metric with at least one point, cumulative since start_time_ns; safe to keep."""

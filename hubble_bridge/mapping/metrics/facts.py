@@ -1,12 +1,17 @@
-"""What the metric families read from a flow, extracted once per flow.
+"""What the metric families read from a flow: per kind of flow once, per flow the rest.
 
 Every family needs the verdict, the event type, the L4/L7 kind or the
-protocol; reading them once and sharing them is most of what keeps ten families
-cheap. One FlowFacts is reused for every flow (no per-flow allocation); `seq`
-tells caches keyed on the flow (context label values) that the flow changed.
+protocol. These depend only on the few fields `read_kind` reads, so flows with
+equal kind keys have equal facts: the aggregator loads FlowFacts once per kind
+and then only swaps in each flow, its `seq` (which tells caches keyed on the
+flow, such as context label values, that the flow changed) and the per-flow
+parts several families share (`l4`, `is_reply`), read once instead of by each.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Any
 
 from hubble_bridge.api import flow_pb2
 from hubble_bridge.mapping.limits import clamp_ns
@@ -23,6 +28,35 @@ from hubble_bridge.mapping.metrics.names import (
 
 _L4_EVENTS = frozenset({EVENT_DROP, EVENT_TRACE, EVENT_POLICY_VERDICT, EVENT_CAPTURE})
 
+# Per-flow parts a family may take from FlowFacts (see Family.reads).
+L4 = "l4"
+IS_REPLY = "is_reply"
+
+KindKey = tuple[Hashable, ...]
+
+
+def read_kind(flow: flow_pb2.Flow) -> tuple[KindKey, flow_pb2.Layer4]:
+    """Every input of FlowFacts.load as cheaply as upb allows (equal keys load equal facts), and flow.l4."""
+    event = flow.event_type
+    event_type: int | None = event.type
+    sub_type: int | bool = event.sub_type
+    # An unset event_type reads as type 0, sub_type 0; only then is the costlier HasField needed.
+    if not event_type and not sub_type and not flow.HasField("event_type"):
+        # load() infers the event type then, from whether l7 is present even without a record.
+        event_type = None
+        sub_type = flow.HasField("l7")
+    l4 = flow.l4
+    l7_kind = flow.l7.WhichOneof("record") if flow.HasField("l7") else None
+    key = (flow.verdict, flow.traffic_direction, l4.WhichOneof("protocol"), l7_kind, event_type, sub_type)
+    return key, l4
+
+
+def reply_state(flow: flow_pb2.Flow) -> bool | None:
+    """flow.is_reply: None when unset, which Hubble's handlers treat apart from false."""
+    if flow.is_reply.value:
+        return True
+    return False if flow.HasField("is_reply") else None
+
 
 class FlowFacts:
     """The shared, already-decoded view of the current flow."""
@@ -31,6 +65,8 @@ class FlowFacts:
         "direction",
         "event_type",
         "flow",
+        "is_reply",
+        "l4",
         "l4_kind",
         "l7_kind",
         "protocol",
@@ -51,6 +87,9 @@ class FlowFacts:
         self.l4_kind: str | None = None  # the l4 oneof arm: "TCP", "UDP", "ICMPv4", ...
         self.l7_kind: str | None = None  # the l7 oneof arm: "dns", "http", "kafka"
         self.protocol = ""
+        # Per flow, and only when a family that reads them counts the flow's kind:
+        self.l4: Any = None  # the l4 arm's message (flow.l4.TCP, ...), None without an arm
+        self.is_reply: bool | None = None  # reply_state(flow)
 
     def load(self, flow: flow_pb2.Flow) -> None:
         self.seq += 1
@@ -59,6 +98,8 @@ class FlowFacts:
         self.verdict_name = VERDICT.get(verdict) or str(verdict)
         self.direction = flow.traffic_direction
         l4_kind = self.l4_kind = flow.l4.WhichOneof("protocol")
+        self.l4 = getattr(flow.l4, l4_kind) if l4_kind else None
+        self.is_reply = reply_state(flow)
         l7_kind = self.l7_kind = flow.l7.WhichOneof("record") if flow.HasField("l7") else None
         if flow.HasField("event_type"):
             event = flow.event_type
@@ -85,10 +126,13 @@ class FlowFacts:
             self.protocol = l4_kind or "Unknown flow"
 
 
+# What a metric family does with each flow of one kind (see Family.handler).
+Handler = Callable[[FlowFacts], None]
+
+
 def trace_id(flow: flow_pb2.Flow) -> bytes:
     """The W3C trace id of the flow as 16 bytes, or b"" when absent or malformed."""
-    if not flow.HasField("trace_context"):
-        return b""
+    # An unset trace_context reads as trace id "", which fromhex turns into b"": no HasField needed.
     text = flow.trace_context.parent.trace_id
     try:
         raw = bytes.fromhex(text)

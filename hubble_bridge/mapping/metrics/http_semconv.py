@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from hubble_bridge.api import flow_pb2
 from hubble_bridge.mapping import semconv
-from hubble_bridge.mapping.metrics.facts import FlowFacts, time_ns, trace_id
+from hubble_bridge.mapping.metrics.facts import L4, FlowFacts, Handler, time_ns, trace_id
 from hubble_bridge.mapping.metrics.names import EGRESS, INGRESS, L7_RESPONSE
 from hubble_bridge.mapping.metrics.series import Histogram, Series
 
@@ -24,6 +24,7 @@ KNOWN_METHODS = frozenset(
 )
 
 _SCHEMES = frozenset({"http", "https"})
+_PORTED = frozenset({"TCP", "UDP", "SCTP"})
 _COMMON = (
     semconv.HTTP_REQUEST_METHOD,
     semconv.HTTP_RESPONSE_STATUS_CODE,
@@ -46,6 +47,8 @@ def protocol_version(protocol: str) -> str:
 
 
 class HttpDurations:
+    reads = frozenset({L4})
+
     def __init__(self, limit: int) -> None:
         self.server = Histogram(
             "http.server.request.duration",
@@ -65,41 +68,52 @@ class HttpDurations:
         )
         self._versions: dict[str, str] = {}
 
-    def process(self, facts: FlowFacts) -> None:
-        if facts.l7_kind != "http":
-            return
-        direction = facts.direction
-        if direction != INGRESS and direction != EGRESS:
-            return
-        flow = facts.flow
-        l7 = flow.l7
-        latency_ns = l7.latency_ns
-        if l7.type != L7_RESPONSE or not latency_ns:
-            return
-        http = l7.http
-        method = http.method if http.method in KNOWN_METHODS else "_OTHER"
-        code = http.code
-        status = str(code) if code else ""  # error.type is the code as text
+    def handler(self, kind: FlowFacts) -> Handler | None:
+        direction = kind.direction
+        if kind.l7_kind != "http" or (direction != INGRESS and direction != EGRESS):
+            return None
+        ported = kind.l4_kind in _PORTED
+        versions = self._versions
+        server_side = direction == INGRESS
+        observe = self.server.observe if server_side else self.client.observe
 
-        version = self._versions.get(http.protocol)
-        if version is None:
-            version = protocol_version(http.protocol)
-            if len(self._versions) < 64:  # a handful in practice; never let odd input grow it
-                self._versions[http.protocol] = version
-        server = _server_address(flow)
-        if direction == INGRESS:
-            error = status if code >= 500 else ""
-            scheme = http.url.partition("://")[0].lower()
+        def count(facts: FlowFacts) -> None:
+            flow = facts.flow
+            l7 = flow.l7
+            latency_ns = l7.latency_ns
+            if l7.type != L7_RESPONSE or not latency_ns:
+                return
+            http = l7.http
+            method = http.method
+            if method not in KNOWN_METHODS:
+                method = "_OTHER"
+            code = http.code
+            status = str(code) if code else ""  # error.type is the code as text
+            protocol = http.protocol
+            version = versions.get(protocol)
+            if version is None:
+                version = protocol_version(protocol)
+                if len(versions) < 64:  # a handful in practice; never let odd input grow it
+                    versions[protocol] = version
+            server = _server_address(flow)
             # http.response.status_code and server.port are ints in the conventions (0 = absent, omitted)
-            key = (method, code, "http", version, server, scheme if scheme in _SCHEMES else "", error)
-            histogram = self.server
-        else:
-            error = status if code >= 400 else ""
-            port = _source_port(flow, facts.l4_kind)
-            key = (method, code, "http", version, server, port, error)
-            histogram = self.client
-        tid = trace_id(flow)
-        histogram.observe(key, latency_ns / 1e9, tid, time_ns(flow) if tid else 0)
+            if server_side:
+                error = status if code >= 500 else ""
+                scheme = http.url.partition("://")[0].lower()
+                key = (method, code, "http", version, server, scheme if scheme in _SCHEMES else "", error)
+            else:
+                error = status if code >= 400 else ""
+                port = facts.l4.source_port if ported else 0
+                key = (method, code, "http", version, server, port, error)
+            tid = trace_id(flow)
+            observe(key, latency_ns / 1e9, tid, time_ns(flow) if tid else 0)
+
+        return count
+
+    def process(self, facts: FlowFacts) -> None:
+        handler = self.handler(facts)
+        if handler is not None:
+            handler(facts)
 
     def series(self) -> list[Series]:
         return [self.server, self.client]
@@ -117,9 +131,3 @@ def _server_address(flow: flow_pb2.Flow) -> str:
     if flow.source_names:
         return flow.source_names[0]
     return flow.IP.source
-
-
-def _source_port(flow: flow_pb2.Flow, l4_kind: str | None) -> int:
-    if l4_kind not in ("TCP", "UDP", "SCTP"):
-        return 0
-    return int(getattr(flow.l4, l4_kind).source_port)

@@ -91,8 +91,9 @@ class Histogram(_Series):
         super().__init__(name, description, unit, label_names, limit, omit_empty)
         self.bounds = bounds
         self.points: dict[tuple[str, ...] | None, list[float]] = {}
-        # Latest exemplar per bucket per series, only for series that ever had one.
-        self.exemplars: dict[tuple[str, ...] | None, list[Exemplar | None]] = {}
+        # Latest exemplar per bucket per series, only for series that ever had one, as
+        # (value, time_ns, trace_id): an Exemplar is built only for snapshots, not for every flow.
+        self.exemplars: dict[tuple[str, ...] | None, list[tuple[float, int, bytes] | None]] = {}
 
     def observe(self, key: tuple[str, ...], value: float, trace_id: bytes = b"", time_ns: int = 0) -> None:
         bucket = bisect_left(self.bounds, value)
@@ -107,7 +108,7 @@ class Histogram(_Series):
             slots = self.exemplars.get(series_key)
             if slots is None:
                 slots = self.exemplars[series_key] = [None] * (len(self.bounds) + 1)
-            slots[bucket] = Exemplar(value, time_ns, trace_id)
+            slots[bucket] = (value, time_ns, trace_id)
 
     def _admit(self, key: tuple[str, ...]) -> tuple[str, ...] | None:
         """Create the series for a new key; None (the overflow series) once the limit is reached."""
@@ -123,7 +124,7 @@ class Histogram(_Series):
         points: list[HistogramPoint] = []
         for key, cell in self.points.items():
             buckets = [int(c) for c in cell[:-1]]
-            exemplars = [e for e in self.exemplars.get(key, ()) if e is not None]
+            exemplars = [Exemplar(*e) for e in self.exemplars.get(key, ()) if e is not None]
             points.append(HistogramPoint(self._attributes(key), sum(buckets), cell[-1], buckets, exemplars))
         points.sort(key=lambda p: p.attributes == OVERFLOW_ATTRIBUTES)
         return MetricFamily(

@@ -9,7 +9,7 @@ rcode "Policy denied". When is_reply is missing (older agents), the L7 type
 from __future__ import annotations
 
 from hubble_bridge.mapping.metrics.base import Family, bool_flag
-from hubble_bridge.mapping.metrics.facts import FlowFacts
+from hubble_bridge.mapping.metrics.facts import IS_REPLY, FlowFacts, Handler
 from hubble_bridge.mapping.metrics.names import DNS_RCODE, DROPPED, L7_RESPONSE
 from hubble_bridge.mapping.metrics.options import ContextOptions
 from hubble_bridge.mapping.metrics.series import Counter, Series
@@ -18,6 +18,7 @@ from hubble_bridge.mapping.metrics.series import Counter, Series
 class DnsFamily(Family):
     name = "dns"
     flags = frozenset({"query", "ignoreaaaa"})
+    reads = frozenset({IS_REPLY})
 
     def __init__(self, context: ContextOptions, flags: dict[str, str], limit: int, errors: list[str]) -> None:
         super().__init__(context, flags, limit, errors)
@@ -33,30 +34,43 @@ class DnsFamily(Family):
             "hubble.dns_response_types", "Number of DNS response types", type_labels, limit
         )
 
-    def process(self, facts: FlowFacts) -> None:
-        if facts.l7_kind != "dns":
-            return
-        flow = facts.flow
-        l7 = flow.l7
-        dns = l7.dns
-        qtypes_list = dns.qtypes
-        if self.ignore_aaaa and len(qtypes_list) == 1 and qtypes_list[0] == "AAAA":
-            return
-        context = self.context.values(facts) if self.has_context else ()
-        qtypes = ",".join(qtypes_list)
-        query = (dns.query,) if self.include_query else ()
-        ips = str(len(dns.ips))
-        if facts.verdict == DROPPED:
-            self.queries.inc((*context, "Policy denied", qtypes, ips, *query))
-            return
-        reply = flow.is_reply.value if flow.HasField("is_reply") else l7.type == L7_RESPONSE
-        if not reply:
-            self.queries.inc((*context, "", qtypes, ips, *query))
-            return
-        rcode = DNS_RCODE.get(dns.rcode) or str(dns.rcode)
-        self.responses.inc((*context, rcode, qtypes, ips, *query))
-        for rrtype in dns.rrtypes:
-            self.response_types.inc((*context, rrtype, qtypes, *query))
+    def handler(self, kind: FlowFacts) -> Handler | None:
+        if kind.l7_kind != "dns":
+            return None
+        dropped = kind.verdict == DROPPED
+        include_query = self.include_query
+        ignore_aaaa = self.ignore_aaaa
+        queries = self.queries.inc
+        responses = self.responses.inc
+        response_types = self.response_types.inc
+        context = self.context if self.has_context else None
+
+        def count(facts: FlowFacts) -> None:
+            flow = facts.flow
+            l7 = flow.l7
+            dns = l7.dns
+            qtypes_list = dns.qtypes
+            if ignore_aaaa and len(qtypes_list) == 1 and qtypes_list[0] == "AAAA":
+                return
+            ctx = () if context is None else context.values(facts)
+            qtypes = ",".join(qtypes_list)
+            query = (dns.query,) if include_query else ()
+            ips = str(len(dns.ips))
+            if dropped:
+                queries((*ctx, "Policy denied", qtypes, ips, *query))
+                return
+            reply = facts.is_reply
+            if reply is None:
+                reply = l7.type == L7_RESPONSE
+            if not reply:
+                queries((*ctx, "", qtypes, ips, *query))
+                return
+            rcode = DNS_RCODE.get(dns.rcode) or str(dns.rcode)
+            responses((*ctx, rcode, qtypes, ips, *query))
+            for rrtype in dns.rrtypes:
+                response_types((*ctx, rrtype, qtypes, *query))
+
+        return count
 
     def series(self) -> list[Series]:
         return [self.queries, self.responses, self.response_types]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hubble_bridge.mapping.metrics.base import Family
-from hubble_bridge.mapping.metrics.facts import FlowFacts
+from hubble_bridge.mapping.metrics.facts import FlowFacts, Handler
 from hubble_bridge.mapping.metrics.names import (
     EVENT_ACCESS_LOG,
     EVENT_CAPTURE,
@@ -32,21 +32,23 @@ class FlowFamily(Family):
         labels = ("protocol", "type", "subtype", "verdict", *context.label_names)
         self.flows = Counter("hubble.flows_processed", "Total number of flows processed", labels, limit)
 
-    def process(self, facts: FlowFacts) -> None:
-        event_type = facts.event_type
+    def handler(self, kind: FlowFacts) -> Handler:
+        event_type = kind.event_type
         if event_type == EVENT_ACCESS_LOG:
             type_name = "L7"
-            subtype = L7_PROTOCOL[facts.l7_kind] if facts.l7_kind else ""
+            subtype = L7_PROTOCOL[kind.l7_kind] if kind.l7_kind else ""
         elif event_type == EVENT_TRACE:
             type_name = "Trace"
-            subtype = TRACE_OBSERVATION_POINTS.get(facts.sub_type, "")
+            subtype = TRACE_OBSERVATION_POINTS.get(kind.sub_type, "")
         else:
             type_name = _TYPE_NAMES.get(event_type, "Unknown")
             subtype = "" if event_type in _TYPE_NAMES else str(event_type)
-        key = (facts.protocol, type_name, subtype, facts.verdict_name)
-        if self.has_context:
-            key += self.context.values(facts)
-        self.flows.inc(key)
+        key = (kind.protocol, type_name, subtype, kind.verdict_name)
+        inc = self.flows.inc
+        if not self.has_context:
+            return lambda facts: inc(key)
+        values = self.context.values
+        return lambda facts: inc(key + values(facts))
 
     def series(self) -> list[Series]:
         return [self.flows]

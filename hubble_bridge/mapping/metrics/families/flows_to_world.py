@@ -9,7 +9,7 @@ not replies (one per connection).
 from __future__ import annotations
 
 from hubble_bridge.mapping.metrics.base import Family, bool_flag
-from hubble_bridge.mapping.metrics.facts import FlowFacts
+from hubble_bridge.mapping.metrics.facts import IS_REPLY, L4, FlowFacts, Handler
 from hubble_bridge.mapping.metrics.names import DROPPED, POLICY_DENIED, WORLD_LABELS
 from hubble_bridge.mapping.metrics.options import ContextOptions
 from hubble_bridge.mapping.metrics.series import Counter, Series
@@ -26,31 +26,43 @@ class FlowsToWorldFamily(Family):
         self.any_drop = bool_flag(self.name, flags, "any-drop", errors)
         self.port = bool_flag(self.name, flags, "port", errors)
         self.syn_only = bool_flag(self.name, flags, "syn-only", errors)
+        self.reads = frozenset({IS_REPLY, L4}) if self.port or self.syn_only else frozenset({IS_REPLY})
         labels = ("protocol", "verdict", *(("port",) if self.port else ()), *context.label_names)
         help_text = "Total number of flows to reserved:world"
         self.flows = Counter("hubble.flows_to_world", help_text, labels, limit)
 
-    def process(self, facts: FlowFacts) -> None:
-        kind = facts.l4_kind
-        if kind is None:
-            return
-        flow = facts.flow
-        if WORLD_LABELS.isdisjoint(flow.destination.labels):
-            return
-        dropped = facts.verdict == DROPPED
-        if dropped and not self.any_drop and flow.drop_reason_desc != POLICY_DENIED:
-            return
-        is_reply = flow.is_reply.value
-        if is_reply and not dropped:
-            return
-        if self.syn_only and (kind != "TCP" or not flow.l4.TCP.flags.SYN or is_reply):
-            return
-        key: tuple[str, ...] = (facts.protocol, facts.verdict_name)
-        if self.port:
-            key += (str(getattr(flow.l4, kind).destination_port) if kind in _PORTED else "",)
-        if self.has_context:
-            key += self.context.values(facts)
-        self.flows.inc(key)
+    def handler(self, kind: FlowFacts) -> Handler | None:
+        l4_kind = kind.l4_kind
+        if l4_kind is None or (self.syn_only and l4_kind != "TCP"):
+            return None
+        dropped = kind.verdict == DROPPED
+        policy_drops_only = dropped and not self.any_drop
+        syn_only = self.syn_only
+        ported = self.port and l4_kind in _PORTED
+        prefix: tuple[str, ...] = (kind.protocol, kind.verdict_name)
+        if self.port and not ported:
+            prefix += ("",)
+        inc = self.flows.inc
+        context = self.context if self.has_context else None
+
+        # Cheapest test first: the destination's labels are the costliest read of all.
+        def count(facts: FlowFacts) -> None:
+            is_reply = facts.is_reply
+            if is_reply and not dropped:
+                return
+            flow = facts.flow
+            if policy_drops_only and flow.drop_reason_desc != POLICY_DENIED:
+                return
+            if syn_only and (is_reply or not facts.l4.flags.SYN):
+                return
+            if WORLD_LABELS.isdisjoint(flow.destination.labels):
+                return
+            key = prefix
+            if ported:
+                key += (str(facts.l4.destination_port),)
+            inc(key if context is None else key + context.values(facts))
+
+        return count
 
     def series(self) -> list[Series]:
         return [self.flows]

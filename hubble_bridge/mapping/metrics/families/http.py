@@ -9,8 +9,10 @@ duration histogram.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hubble_bridge.mapping.metrics.base import Family, bool_flag
-from hubble_bridge.mapping.metrics.facts import FlowFacts, time_ns, trace_id
+from hubble_bridge.mapping.metrics.facts import FlowFacts, Handler, time_ns, trace_id
 from hubble_bridge.mapping.metrics.names import L7_REQUEST, L7_RESPONSE, REPORTER
 from hubble_bridge.mapping.metrics.options import ContextOptions
 from hubble_bridge.mapping.metrics.series import PROMETHEUS_DEFAULT_BUCKETS, Counter, Histogram, Series
@@ -35,27 +37,41 @@ class HttpV2Family(Family):
             PROMETHEUS_DEFAULT_BUCKETS,
         )
 
-    def process(self, facts: FlowFacts) -> None:
-        if facts.l7_kind != "http":
-            return
-        l7 = facts.flow.l7
-        if l7.type != L7_RESPONSE:
-            return
-        http = l7.http
-        context = self.context.values(facts, invert=True) if self.has_context else ()
-        reporter = REPORTER.get(facts.direction, "unknown")
-        method = http.method
-        self.requests.inc((*context, method, http.protocol, str(http.code), reporter))
-        self._observe(facts, (*context, method, reporter), l7.latency_ns)
+    def handler(self, kind: FlowFacts) -> Handler | None:
+        if kind.l7_kind != "http":
+            return None
+        reporter = REPORTER.get(kind.direction, "unknown")
+        inc = self.requests.inc
+        observe = self._observer()
+        context = self.context if self.has_context else None
 
-    def _observe(self, facts: FlowFacts, key: tuple[str, ...], latency_ns: int) -> None:
-        if self.exemplars:
+        def count(facts: FlowFacts) -> None:
+            l7 = facts.flow.l7
+            if l7.type != L7_RESPONSE:
+                return
+            http = l7.http
+            ctx = () if context is None else context.values(facts, invert=True)
+            method = http.method
+            inc((*ctx, method, http.protocol, str(http.code), reporter))
+            observe(facts, (*ctx, method, reporter), l7.latency_ns)
+
+        return count
+
+    def _observer(self) -> Callable[[FlowFacts, tuple[str, ...], int], None]:
+        """Records one duration, with the flow's trace id as exemplar when the option asks for it."""
+        observe = self.duration.observe
+        if not self.exemplars:
+            return lambda facts, key, latency_ns: observe(key, latency_ns / 1e9)
+
+        def with_exemplar(facts: FlowFacts, key: tuple[str, ...], latency_ns: int) -> None:
             flow = facts.flow
             tid = trace_id(flow)
             if tid:
-                self.duration.observe(key, latency_ns / 1e9, tid, time_ns(flow))
-                return
-        self.duration.observe(key, latency_ns / 1e9)
+                observe(key, latency_ns / 1e9, tid, time_ns(flow))
+            else:
+                observe(key, latency_ns / 1e9)
+
+        return with_exemplar
 
     def series(self) -> list[Series]:
         return [self.requests, self.duration]
@@ -78,21 +94,29 @@ class HttpFamily(HttpV2Family):
             limit,
         )
 
-    def process(self, facts: FlowFacts) -> None:
-        if facts.l7_kind != "http":
-            return
-        l7 = facts.flow.l7
-        l7_type = l7.type
-        if l7_type != L7_REQUEST and l7_type != L7_RESPONSE:
-            return
-        http = l7.http
-        context = self.context.values(facts) if self.has_context else ()
-        reporter = REPORTER.get(facts.direction, "unknown")
-        if l7_type == L7_REQUEST:
-            self.requests.inc((*context, http.method, http.protocol, reporter))
-            return
-        self.responses.inc((*context, http.method, http.protocol, str(http.code), reporter))
-        self._observe(facts, (*context, http.method, reporter), l7.latency_ns)
+    def handler(self, kind: FlowFacts) -> Handler | None:
+        if kind.l7_kind != "http":
+            return None
+        reporter = REPORTER.get(kind.direction, "unknown")
+        requests = self.requests.inc
+        responses = self.responses.inc
+        observe = self._observer()
+        context = self.context if self.has_context else None
+
+        def count(facts: FlowFacts) -> None:
+            l7 = facts.flow.l7
+            l7_type = l7.type
+            if l7_type != L7_REQUEST and l7_type != L7_RESPONSE:
+                return
+            http = l7.http
+            ctx = () if context is None else context.values(facts)
+            if l7_type == L7_REQUEST:
+                requests((*ctx, http.method, http.protocol, reporter))
+                return
+            responses((*ctx, http.method, http.protocol, str(http.code), reporter))
+            observe(facts, (*ctx, http.method, reporter), l7.latency_ns)
+
+        return count
 
     def series(self) -> list[Series]:
         return [self.requests, self.responses, self.duration]

@@ -7,7 +7,7 @@ bridge says "IPv6".
 from __future__ import annotations
 
 from hubble_bridge.mapping.metrics.base import Family
-from hubble_bridge.mapping.metrics.facts import FlowFacts
+from hubble_bridge.mapping.metrics.facts import L4, FlowFacts, Handler
 from hubble_bridge.mapping.metrics.names import icmpv4_type, icmpv6_type
 from hubble_bridge.mapping.metrics.options import ContextOptions
 from hubble_bridge.mapping.metrics.series import Counter, Series
@@ -15,25 +15,30 @@ from hubble_bridge.mapping.metrics.series import Counter, Series
 
 class IcmpFamily(Family):
     name = "icmp"
+    reads = frozenset({L4})
 
     def __init__(self, context: ContextOptions, flags: dict[str, str], limit: int, errors: list[str]) -> None:
         super().__init__(context, flags, limit, errors)
         labels = ("family", "type", *context.label_names)
         self.icmp = Counter("hubble.icmp", "Number of ICMP messages", labels, limit)
 
-    def process(self, facts: FlowFacts) -> None:
-        kind = facts.l4_kind
-        if kind == "ICMPv4":
-            icmp = facts.flow.l4.ICMPv4
-            key = ("IPv4", icmpv4_type(icmp.type, icmp.code))
-        elif kind == "ICMPv6":
-            icmp = facts.flow.l4.ICMPv6
-            key = ("IPv6", icmpv6_type(icmp.type, icmp.code))
+    def handler(self, kind: FlowFacts) -> Handler | None:
+        l4_kind = kind.l4_kind
+        if l4_kind == "ICMPv4":
+            family, type_name = "IPv4", icmpv4_type
+        elif l4_kind == "ICMPv6":
+            family, type_name = "IPv6", icmpv6_type
         else:
-            return
-        if self.has_context:
-            key += self.context.values(facts)
-        self.icmp.inc(key)
+            return None
+        inc = self.icmp.inc
+        context = self.context if self.has_context else None
+
+        def count(facts: FlowFacts) -> None:
+            icmp = facts.l4
+            key = (family, type_name(icmp.type, icmp.code))
+            inc(key if context is None else key + context.values(facts))
+
+        return count
 
     def series(self) -> list[Series]:
         return [self.icmp]

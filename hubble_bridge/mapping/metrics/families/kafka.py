@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hubble_bridge.mapping.metrics.base import Family
-from hubble_bridge.mapping.metrics.facts import FlowFacts
+from hubble_bridge.mapping.metrics.facts import FlowFacts, Handler
 from hubble_bridge.mapping.metrics.names import L7_REQUEST, REPORTER
 from hubble_bridge.mapping.metrics.options import ContextOptions
 from hubble_bridge.mapping.metrics.series import PROMETHEUS_DEFAULT_BUCKETS, Counter, Histogram, Series
@@ -25,18 +25,27 @@ class KafkaFamily(Family):
             PROMETHEUS_DEFAULT_BUCKETS,
         )
 
-    def process(self, facts: FlowFacts) -> None:
-        if facts.l7_kind != "kafka":
-            return
-        l7 = facts.flow.l7
-        if l7.type != L7_REQUEST:
-            return
-        kafka = l7.kafka
-        context = self.context.values(facts) if self.has_context else ()
-        reporter = REPORTER.get(facts.direction, "unknown")
-        # Hubble formats error_code with Go's string(int32), i.e. as a rune; the number is what is meant.
-        self.requests.inc((*context, kafka.topic, kafka.api_key, str(kafka.error_code), reporter))
-        self.duration.observe((*context, kafka.topic, kafka.api_key, reporter), l7.latency_ns / 1e9)
+    def handler(self, kind: FlowFacts) -> Handler | None:
+        if kind.l7_kind != "kafka":
+            return None
+        reporter = REPORTER.get(kind.direction, "unknown")
+        inc = self.requests.inc
+        observe = self.duration.observe
+        context = self.context if self.has_context else None
+
+        def count(facts: FlowFacts) -> None:
+            l7 = facts.flow.l7
+            if l7.type != L7_REQUEST:
+                return
+            kafka = l7.kafka
+            ctx = () if context is None else context.values(facts)
+            topic = kafka.topic
+            api_key = kafka.api_key
+            # Hubble formats error_code with Go's string(int32), i.e. as a rune; the number is what is meant.
+            inc((*ctx, topic, api_key, str(kafka.error_code), reporter))
+            observe((*ctx, topic, api_key, reporter), l7.latency_ns / 1e9)
+
+        return count
 
     def series(self) -> list[Series]:
         return [self.requests, self.duration]

@@ -8,7 +8,7 @@ the host may always reach local endpoints.
 from __future__ import annotations
 
 from hubble_bridge.mapping.metrics.base import Family
-from hubble_bridge.mapping.metrics.facts import FlowFacts
+from hubble_bridge.mapping.metrics.facts import FlowFacts, Handler
 from hubble_bridge.mapping.metrics.names import (
     DIRECTION_LOWER,
     EVENT_ACCESS_LOG,
@@ -31,23 +31,28 @@ class PolicyFamily(Family):
             "hubble.policy_verdicts", "Total number of Cilium network policy verdicts", labels, limit
         )
 
-    def process(self, facts: FlowFacts) -> None:
-        event_type = facts.event_type
-        flow = facts.flow
-        if event_type == EVENT_POLICY_VERDICT:
+    def handler(self, kind: FlowFacts) -> Handler | None:
+        direction = DIRECTION_LOWER.get(kind.direction) or str(kind.direction)
+        action = VERDICT_LOWER.get(kind.verdict) or str(kind.verdict)
+        inc = self.verdicts.inc
+        context = self.context if self.has_context else None
+        event_type = kind.event_type
+        if event_type == EVENT_ACCESS_LOG:
+            key: tuple[str, ...] = (direction, f"l7/{kind.l7_kind or ''}", action)
+            if context is None:
+                return lambda facts: inc(key)
+            return lambda facts: inc(key + context.values(facts))
+        if event_type != EVENT_POLICY_VERDICT:
+            return None
+
+        def count(facts: FlowFacts) -> None:
+            flow = facts.flow
             if flow.source.identity == RESERVED_HOST_IDENTITY:
                 return
-            match = POLICY_MATCH.get(flow.policy_match_type, "unknown")
-        elif event_type == EVENT_ACCESS_LOG:
-            match = f"l7/{facts.l7_kind or ''}"
-        else:
-            return
-        direction = DIRECTION_LOWER.get(facts.direction) or str(facts.direction)
-        action = VERDICT_LOWER.get(facts.verdict) or str(facts.verdict)
-        key: tuple[str, ...] = (direction, match, action)
-        if self.has_context:
-            key += self.context.values(facts)
-        self.verdicts.inc(key)
+            key = (direction, POLICY_MATCH.get(flow.policy_match_type, "unknown"), action)
+            inc(key if context is None else key + context.values(facts))
+
+        return count
 
     def series(self) -> list[Series]:
         return [self.verdicts]

@@ -7,7 +7,7 @@ stay out of the metric (a flow without is_reply is skipped, as in Hubble).
 from __future__ import annotations
 
 from hubble_bridge.mapping.metrics.base import Family
-from hubble_bridge.mapping.metrics.facts import FlowFacts
+from hubble_bridge.mapping.metrics.facts import IS_REPLY, L4, FlowFacts, Handler
 from hubble_bridge.mapping.metrics.names import FORWARDED, REDIRECTED
 from hubble_bridge.mapping.metrics.options import ContextOptions
 from hubble_bridge.mapping.metrics.series import Counter, Series
@@ -18,6 +18,7 @@ _ICMP = frozenset({"ICMPv4", "ICMPv6"})
 
 class PortDistributionFamily(Family):
     name = "port-distribution"
+    reads = frozenset({L4, IS_REPLY})
 
     def __init__(self, context: ContextOptions, flags: dict[str, str], limit: int, errors: list[str]) -> None:
         super().__init__(context, flags, limit, errors)
@@ -26,23 +27,24 @@ class PortDistributionFamily(Family):
             "hubble.port_distribution", "Numbers of packets distributed by destination port", labels, limit
         )
 
-    def process(self, facts: FlowFacts) -> None:
-        kind = facts.l4_kind
-        if kind is None or (facts.verdict != FORWARDED and facts.verdict != REDIRECTED):
-            return
-        flow = facts.flow
-        if not flow.HasField("is_reply") or flow.is_reply.value:
-            return
-        if kind in _PORTED:
-            port = str(getattr(flow.l4, kind).destination_port)
-        elif kind in _ICMP:
-            port = "0"
-        else:
-            return
-        key = (kind, port)
-        if self.has_context:
-            key += self.context.values(facts)
-        self.ports.inc(key)
+    def handler(self, kind: FlowFacts) -> Handler | None:
+        l4_kind = kind.l4_kind
+        if l4_kind is None or (kind.verdict != FORWARDED and kind.verdict != REDIRECTED):
+            return None
+        if l4_kind not in _PORTED and l4_kind not in _ICMP:
+            return None
+        ported = l4_kind in _PORTED
+        inc = self.ports.inc
+        context = self.context if self.has_context else None
+
+        def count(facts: FlowFacts) -> None:
+            if facts.is_reply is not False:
+                return
+            port = str(facts.l4.destination_port) if ported else "0"
+            key = (l4_kind, port)
+            inc(key if context is None else key + context.values(facts))
+
+        return count
 
     def series(self) -> list[Series]:
         return [self.ports]

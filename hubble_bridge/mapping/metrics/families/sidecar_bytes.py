@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from hubble_bridge.api import sidecar_pb2
 from hubble_bridge.mapping.metrics.base import Family
-from hubble_bridge.mapping.metrics.facts import FlowFacts
+from hubble_bridge.mapping.metrics.facts import FlowFacts, Handler
 from hubble_bridge.mapping.metrics.options import ContextOptions
 from hubble_bridge.mapping.metrics.series import Counter, Series
 
@@ -43,28 +43,37 @@ class SidecarBytesFamily(Family):
         )
         self._ext = sidecar_pb2.SidecarFlow()
 
-    def process(self, facts: FlowFacts) -> None:
-        flow = facts.flow
-        if not flow.HasField("extensions") or flow.extensions.type_url != TYPE_URL:
-            return
+    def handler(self, kind: FlowFacts) -> Handler:
+        protocol = kind.protocol
         ext = self._ext
-        ext.Clear()
-        ext.MergeFromString(flow.extensions.value)
-        context = self.context.values(facts) if self.has_context else ()
-        if ext.event == sidecar_pb2.SidecarFlow.EVENT_TCP_RETRANSMIT:
-            self.retransmits.inc((facts.protocol, *context), ext.retransmits)
-            return
-        if ext.event != sidecar_pb2.SidecarFlow.EVENT_XDP:
-            return
-        interface = flow.interface.name
-        if ext.packets_sent:
-            key = (facts.protocol, interface, "sent", *context)
-            self.packets.inc(key, ext.packets_sent)
-            self.bytes.inc(key, ext.bytes_sent)
-        if ext.packets_received:
-            key = (facts.protocol, interface, "received", *context)
-            self.packets.inc(key, ext.packets_received)
-            self.bytes.inc(key, ext.bytes_received)
+        packets = self.packets.inc
+        octets = self.bytes.inc
+        retransmits = self.retransmits.inc
+        context = self.context if self.has_context else None
+
+        def count(facts: FlowFacts) -> None:
+            flow = facts.flow
+            if not flow.HasField("extensions") or flow.extensions.type_url != TYPE_URL:
+                return
+            ext.Clear()
+            ext.MergeFromString(flow.extensions.value)
+            ctx = () if context is None else context.values(facts)
+            if ext.event == sidecar_pb2.SidecarFlow.EVENT_TCP_RETRANSMIT:
+                retransmits((protocol, *ctx), ext.retransmits)
+                return
+            if ext.event != sidecar_pb2.SidecarFlow.EVENT_XDP:
+                return
+            interface = flow.interface.name
+            if ext.packets_sent:
+                key = (protocol, interface, "sent", *ctx)
+                packets(key, ext.packets_sent)
+                octets(key, ext.bytes_sent)
+            if ext.packets_received:
+                key = (protocol, interface, "received", *ctx)
+                packets(key, ext.packets_received)
+                octets(key, ext.bytes_received)
+
+        return count
 
     def series(self) -> list[Series]:
         return [self.bytes, self.packets, self.retransmits]

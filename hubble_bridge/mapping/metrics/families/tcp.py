@@ -7,7 +7,7 @@ packet may count under several flags (as in Hubble).
 from __future__ import annotations
 
 from hubble_bridge.mapping.metrics.base import Family
-from hubble_bridge.mapping.metrics.facts import FlowFacts
+from hubble_bridge.mapping.metrics.facts import L4, FlowFacts, Handler
 from hubble_bridge.mapping.metrics.names import FORWARDED, IP_VERSION, REDIRECTED
 from hubble_bridge.mapping.metrics.options import ContextOptions
 from hubble_bridge.mapping.metrics.series import Counter, Series
@@ -15,30 +15,41 @@ from hubble_bridge.mapping.metrics.series import Counter, Series
 
 class TcpFamily(Family):
     name = "tcp"
+    reads = frozenset({L4})
 
     def __init__(self, context: ContextOptions, flags: dict[str, str], limit: int, errors: list[str]) -> None:
         super().__init__(context, flags, limit, errors)
         labels = ("flag", "family", *context.label_names)
         self.flags_total = Counter("hubble.tcp_flags", "TCP flag occurrences", labels, limit)
 
-    def process(self, facts: FlowFacts) -> None:
-        if facts.l4_kind != "TCP" or (facts.verdict != FORWARDED and facts.verdict != REDIRECTED):
-            return
-        flow = facts.flow
-        tcp = flow.l4.TCP
-        if not tcp.HasField("flags") or not flow.HasField("IP"):
-            return
-        flags = tcp.flags
-        ip_version = flow.IP.ipVersion
-        family = IP_VERSION.get(ip_version) or str(ip_version)
-        context = self.context.values(facts) if self.has_context else ()
+    def handler(self, kind: FlowFacts) -> Handler | None:
+        if kind.l4_kind != "TCP" or (kind.verdict != FORWARDED and kind.verdict != REDIRECTED):
+            return None
         inc = self.flags_total.inc
-        if flags.FIN:
-            inc(("FIN", family, *context))
-        if flags.SYN:
-            inc(("SYN-ACK" if flags.ACK else "SYN", family, *context))
-        if flags.RST:
-            inc(("RST", family, *context))
+        context = self.context if self.has_context else None
+
+        def count(facts: FlowFacts) -> None:
+            flow = facts.flow
+            # Absent flags read as all false, which counts nothing: no HasField("flags") needed.
+            flags = facts.l4.flags
+            fin = flags.FIN
+            syn = flags.SYN
+            rst = flags.RST
+            if not (fin or syn or rst):
+                return
+            ip_version = flow.IP.ipVersion
+            if not ip_version and not flow.HasField("IP"):
+                return
+            family = IP_VERSION.get(ip_version) or str(ip_version)
+            ctx = () if context is None else context.values(facts)
+            if fin:
+                inc(("FIN", family, *ctx))
+            if syn:
+                inc(("SYN-ACK" if flags.ACK else "SYN", family, *ctx))
+            if rst:
+                inc(("RST", family, *ctx))
+
+        return count
 
     def series(self) -> list[Series]:
         return [self.flags_total]

@@ -1,0 +1,200 @@
+"""The aggregator's per-kind dispatch counts exactly what every family would count on every flow.
+
+MetricsAggregator works out once per kind of flow which families can count it
+and their kind-level labels; the straightforward path below loads FlowFacts
+for each flow and hands it to every family. Same snapshots on generated, real
+and deliberately odd flows, with default and with context options, mean the
+dispatch table neither skips a family nor reuses a label that is per flow.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+import hubble_bridge.mapping.metrics.aggregator as aggregator_module
+from hubble_bridge.api import flow_pb2, observer_pb2, sidecar_pb2
+from hubble_bridge.flows.codec import parse_json_line
+from hubble_bridge.generator import generate_responses
+from hubble_bridge.mapping.metrics import MetricsAggregator, MetricsConfig
+from hubble_bridge.mapping.metrics.facts import FlowFacts
+from hubble_bridge.mapping.metrics.families.lost import LostEvents
+from hubble_bridge.mapping.metrics.http_semconv import HttpDurations
+from hubble_bridge.mapping.metrics.registry import build_families
+from hubble_bridge.telemetry import MetricFamily
+from tests.conftest import flow_files
+
+NAMESPACE_WORKLOAD = "sourceContext=namespace;destinationContext=workload-name"
+CONFIGS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "context": {
+        "families": [
+            f"flow:{NAMESPACE_WORKLOAD}",
+            f"drop:{NAMESPACE_WORKLOAD}",
+            "tcp",
+            "port-distribution",
+            "icmp",
+            "dns",
+            f"httpV2:{NAMESPACE_WORKLOAD}",
+            "kafka",
+            "policy",
+            "flows-to-world",
+            "sidecar-bytes",
+        ]
+    },
+    "every-option": {
+        "families": [
+            "flow:sourceContext=pod|ip;destinationContext=dns|ip;"
+            "labelsContext=source_namespace,destination_app,traffic_direction",
+            "drop:sourceEgressContext=namespace;destinationIngressContext=pod-short",
+            "tcp:sourceContext=identity",
+            "port-distribution:destinationContext=reserved-identity",
+            "icmp:sourceContext=app",
+            "dns:query;ignoreAAAA;sourceContext=namespace",
+            "http:exemplars;sourceContext=workload-name;destinationContext=pod-name",
+            "kafka:destinationContext=app",
+            "policy:sourceContext=namespace",
+            "flows-to-world:any-drop;port;syn-only;sourceContext=namespace",
+            "sidecar-bytes:sourceContext=namespace",
+        ]
+    },
+    "overflowing": {
+        "families": [
+            "httpV2:exemplars=true;labelsContext=source_pod,destination_pod",
+            "flows-to-world:port",
+            "tcp",
+        ],
+        "cardinality_limit": 5,
+    },
+}
+
+
+def straightforward(
+    config: MetricsConfig, messages: list[observer_pb2.GetFlowsResponse]
+) -> tuple[list[MetricFamily], int]:
+    """Every flow through every family, as the aggregator builds and orders them: snapshot, overflowed."""
+    errors: list[str] = []
+    processors: list[Any] = build_families(config.families, config.cardinality_limit, errors)
+    assert errors == []
+    if config.http_duration_histograms:
+        processors.append(HttpDurations(config.cardinality_limit))
+    lost = LostEvents(config.cardinality_limit)
+    facts = FlowFacts()
+    for message in messages:
+        if message.HasField("flow"):
+            facts.load(message.flow)
+            for processor in processors:
+                processor.process(facts)
+        elif message.HasField("lost_events"):
+            lost.add(message.lost_events)
+    series = [s for p in processors for s in p.series()] + lost.series()
+    return [s.family(1) for s in series if s.points or s.overflowed], sum(s.overflowed for s in series)
+
+
+def sidecar_flows() -> list[observer_pb2.GetFlowsResponse]:
+    out = []
+    for i, event in enumerate(
+        (sidecar_pb2.SidecarFlow.EVENT_XDP, sidecar_pb2.SidecarFlow.EVENT_TCP_RETRANSMIT) * 3
+    ):
+        flow = flow_pb2.Flow(
+            verdict=flow_pb2.FORWARDED, interface=flow_pb2.NetworkInterface(name=f"eth{i % 2}")
+        )
+        flow.l4.TCP.destination_port = 443
+        flow.extensions.Pack(
+            sidecar_pb2.SidecarFlow(
+                event=event,
+                packets_sent=i,
+                bytes_sent=100 * i,
+                packets_received=2,
+                bytes_received=80,
+                retransmits=i,
+            )
+        )
+        out.append(observer_pb2.GetFlowsResponse(flow=flow))
+    return out
+
+
+def odd(messages: list[observer_pb2.GetFlowsResponse], count: int) -> list[observer_pb2.GetFlowsResponse]:
+    """Copies with the fields the kind depends on (and a few read per flow) changed at random."""
+    rnd = random.Random(7)
+    flows = [m for m in messages if m.HasField("flow")]
+    out = []
+    for original in rnd.sample(flows, count):
+        message = observer_pb2.GetFlowsResponse()
+        message.CopyFrom(original)
+        flow = message.flow
+        for _ in range(rnd.randint(1, 3)):
+            change = rnd.randrange(10)
+            if change == 0:
+                flow.ClearField("event_type")
+            elif change == 1:
+                flow.ClearField("l7") if rnd.random() < 0.5 else flow.l7.ClearField("record")
+            elif change == 2:
+                flow.verdict = rnd.choice([0, 1, 2, 3, 5, 99])
+            elif change == 3:
+                flow.traffic_direction = rnd.choice([0, 1, 2, 7])
+            elif change == 4:
+                flow.event_type.type = rnd.choice([0, 1, 3, 4, 5, 129, 200])
+                flow.event_type.sub_type = rnd.randrange(16)
+            elif change == 5:
+                flow.ClearField("is_reply") if rnd.random() < 0.5 else flow.is_reply.Clear()
+            elif change == 6:
+                flow.destination.labels.append(
+                    rnd.choice(["reserved:world", "reserved:world-ipv6", "k8s:x=y"])
+                )
+            elif change == 7:
+                flow.ClearField("IP") if rnd.random() < 0.5 else flow.IP.ClearField("ipVersion")
+            elif change == 8:
+                flow.l4.TCP.flags.SYN, flow.l4.TCP.flags.FIN = rnd.random() < 0.5, rnd.random() < 0.3
+            else:
+                flow.ClearField("l4") if rnd.random() < 0.5 else flow.l4.ICMPv4.SetInParent()
+        out.append(message)
+    return out
+
+
+@pytest.fixture(scope="module")
+def messages() -> list[observer_pb2.GetFlowsResponse]:
+    generated = list(generate_responses(2500, seed=3))
+    real = [
+        m for path in flow_files() for line in path.read_bytes().splitlines() if (m := parse_json_line(line))
+    ]
+    return generated + real + sidecar_flows() + odd(generated + real, 1500)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_dispatch_counts_what_every_family_counts(
+    name: str, messages: list[observer_pb2.GetFlowsResponse]
+) -> None:
+    config = MetricsConfig(**CONFIGS[name])
+    agg = MetricsAggregator(config, start_time_ns=1)
+    for message in messages:
+        agg.process(message)
+    expected, overflowed = straightforward(config, messages)
+    assert {f.name for f in expected} >= {"hubble.tcp_flags", "hubble.http_request_duration"}
+    assert agg.snapshot() == expected
+    assert agg.overflowed == overflowed
+    assert (overflowed > 0) == (name == "overflowing")
+
+
+def test_kinds_beyond_the_cache_are_counted_all_the_same(
+    monkeypatch: pytest.MonkeyPatch, messages: list[observer_pb2.GetFlowsResponse]
+) -> None:
+    monkeypatch.setattr(aggregator_module, "MAX_KINDS", 3)
+    config = MetricsConfig(**CONFIGS["every-option"])
+    agg = MetricsAggregator(config, start_time_ns=1)
+    for message in messages:
+        agg.process(message)
+    assert len(agg._kinds) == 3
+    assert agg.snapshot() == straightforward(config, messages)[0]
+
+
+def test_process_flow_takes_the_flow_itself(messages: list[observer_pb2.GetFlowsResponse]) -> None:
+    by_response = MetricsAggregator(MetricsConfig(), start_time_ns=1)
+    by_flow = MetricsAggregator(MetricsConfig(), start_time_ns=1)
+    for message in messages[:500]:
+        if message.HasField("flow"):
+            by_response.process(message)
+            by_flow.process_flow(message.flow)
+    assert by_flow.snapshot() == by_response.snapshot() != []
