@@ -21,8 +21,6 @@ from hubble_bridge.mapping.metrics.facts import (
     FlowFacts,
     Handler,
     KindKey,
-    read_kind,
-    reply_state,
 )
 from hubble_bridge.mapping.metrics.families.lost import LostEvents
 from hubble_bridge.mapping.metrics.http_semconv import HttpDurations
@@ -101,7 +99,18 @@ class MetricsAggregator:
             self._lost.add(response.lost_events)
 
     def process_flow(self, flow: flow_pb2.Flow) -> None:
-        key, l4 = read_kind(flow)
+        # The kind key: every input of FlowFacts.load, read as cheaply as upb allows (inline, as
+        # this runs for every flow). An unset event_type reads as type 0, sub_type 0: only then
+        # is the HasField needed, and load() then also looks at whether l7 is there at all.
+        event = flow.event_type
+        event_type: int | None = event.type
+        sub_type: int | bool = event.sub_type
+        if not event_type and not sub_type and not flow.HasField("event_type"):
+            event_type = None
+            sub_type = flow.HasField("l7")
+        l4 = flow.l4
+        l7_kind = flow.l7.WhichOneof("record") if flow.HasField("l7") else None
+        key = (flow.verdict, flow.traffic_direction, l4.WhichOneof("protocol"), l7_kind, event_type, sub_type)
         plan = self._kinds.get(key)
         if plan is None:
             plan = self._plan(flow)
@@ -114,7 +123,8 @@ class MetricsAggregator:
         if reads_l4:
             facts.l4 = getattr(l4, facts.l4_kind)  # reads_l4 implies an arm
         if reads_reply:
-            facts.is_reply = reply_state(flow)
+            # reply_state(flow), inline: a true value is always set, only a false one needs HasField.
+            facts.is_reply = True if flow.is_reply.value else (False if flow.HasField("is_reply") else None)
         for handler in handlers:
             handler(facts)
 

@@ -1,11 +1,12 @@
 """What the metric families read from a flow: per kind of flow once, per flow the rest.
 
 Every family needs the verdict, the event type, the L4/L7 kind or the
-protocol. These depend only on the few fields `read_kind` reads, so flows with
-equal kind keys have equal facts: the aggregator loads FlowFacts once per kind
-and then only swaps in each flow, its `seq` (which tells caches keyed on the
-flow, such as context label values, that the flow changed) and the per-flow
-parts several families share (`l4`, `is_reply`), read once instead of by each.
+protocol. These depend only on the few fields the aggregator's kind key reads
+(MetricsAggregator.process_flow), so flows with equal kind keys have equal
+facts: the aggregator loads FlowFacts once per kind and then only swaps in each
+flow, its `seq` (which tells caches keyed on the flow, such as context label
+values, that the flow changed) and the per-flow parts several families share
+(`l4`, `is_reply`), read once instead of by each.
 """
 
 from __future__ import annotations
@@ -32,23 +33,8 @@ _L4_EVENTS = frozenset({EVENT_DROP, EVENT_TRACE, EVENT_POLICY_VERDICT, EVENT_CAP
 L4 = "l4"
 IS_REPLY = "is_reply"
 
+# Read by MetricsAggregator.process_flow; it must cover every field load() reads but l4 and is_reply.
 KindKey = tuple[Hashable, ...]
-
-
-def read_kind(flow: flow_pb2.Flow) -> tuple[KindKey, flow_pb2.Layer4]:
-    """Every input of FlowFacts.load as cheaply as upb allows (equal keys load equal facts), and flow.l4."""
-    event = flow.event_type
-    event_type: int | None = event.type
-    sub_type: int | bool = event.sub_type
-    # An unset event_type reads as type 0, sub_type 0; only then is the costlier HasField needed.
-    if not event_type and not sub_type and not flow.HasField("event_type"):
-        # load() infers the event type then, from whether l7 is present even without a record.
-        event_type = None
-        sub_type = flow.HasField("l7")
-    l4 = flow.l4
-    l7_kind = flow.l7.WhichOneof("record") if flow.HasField("l7") else None
-    key = (flow.verdict, flow.traffic_direction, l4.WhichOneof("protocol"), l7_kind, event_type, sub_type)
-    return key, l4
 
 
 def reply_state(flow: flow_pb2.Flow) -> bool | None:

@@ -66,10 +66,7 @@ class HttpV2Family(Family):
         def with_exemplar(facts: FlowFacts, key: tuple[str, ...], latency_ns: int) -> None:
             flow = facts.flow
             tid = trace_id(flow)
-            if tid:
-                observe(key, latency_ns / 1e9, tid, time_ns(flow))
-            else:
-                observe(key, latency_ns / 1e9)
+            observe(key, latency_ns / 1e9, tid, time_ns(flow) if tid else 0)
 
         return with_exemplar
 
