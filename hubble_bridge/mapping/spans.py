@@ -35,16 +35,17 @@ from hubble_bridge.configload import validate_parts
 from hubble_bridge.errors import ConfigError
 from hubble_bridge.flows.codec import timestamp_ns
 from hubble_bridge.mapping import semconv as sc
-from hubble_bridge.mapping.limits import AttributeLimits, LimitCounts, apply_limits, clamp_ns, limit_str
+from hubble_bridge.mapping.limits import UINT64_MAX, AttributeLimits, LimitCounts, apply_limits, limit_str
 from hubble_bridge.mapping.redact import RedactConfig, scan_headers
 from hubble_bridge.mapping.resource import endpoint_resource
-from hubble_bridge.mapping.spans_attrs import Fields, l7_fields, span_kind
+from hubble_bridge.mapping.spans_attrs import Fields, l7_body, l7_fields, read_net, span_kind
 from hubble_bridge.mapping.spans_context import (
     WANTED_HEADERS,
     X_REQUEST_ID,
     IdGenerator,
     correlation_key,
     incoming_context,
+    wanted_headers,
 )
 from hubble_bridge.mapping.spans_join import JoinTable, PendingRequest, join_keys
 from hubble_bridge.mapping.spans_l3l4 import l3l4_fields
@@ -52,6 +53,13 @@ from hubble_bridge.telemetry import SpanKind, SpanRecord, StatusCode
 
 _NO_HEADERS: tuple[dict[str, list[str]], dict[str, str]] = ({}, {})
 _LEAP_NS = 3600 * 1_000_000_000
+_L7 = flow_pb2.L7
+_L3_L4 = flow_pb2.L3_L4
+_UNKNOWN_TYPE = flow_pb2.UNKNOWN_TYPE
+_REQUEST = flow_pb2.REQUEST
+_RESPONSE = flow_pb2.RESPONSE
+_DROPPED = flow_pb2.DROPPED
+_SERVER = SpanKind.SERVER
 
 
 @dataclass
@@ -98,27 +106,29 @@ class SpanMapper:
         return len(self._table)
 
     def process(self, response: observer_pb2.GetFlowsResponse) -> list[SpanRecord]:
-        if not response.HasField("flow"):
-            return []
+        # Most flows are L3/L4: two field reads decide that they make nothing. A response without
+        # a flow reads as an empty Flow (UNKNOWN_TYPE, no l7 or l4), so it needs no HasField.
         flow = response.flow
         flow_type = flow.Type
-        # Field-masked exporter output may lack Type: then l7 / l4 tell what the flow is.
-        if flow_type != flow_pb2.L7 and not (flow_type == flow_pb2.UNKNOWN_TYPE and flow.HasField("l7")):
-            if self.config.l3l4_spans and (
-                flow_type == flow_pb2.L3_L4 or (flow_type == flow_pb2.UNKNOWN_TYPE and flow.HasField("l4"))
-            ):
-                return [self._l3l4_span(response, flow)]
-            return []
+        if flow_type != _L7:
+            if flow_type == _L3_L4:
+                return [self._l3l4_span(response, flow)] if self.config.l3l4_spans else []
+            # Field-masked exporter output may lack Type: then l7 / l4 tell what the flow is.
+            if flow_type != _UNKNOWN_TYPE or not flow.HasField("l7"):
+                if flow_type == _UNKNOWN_TYPE and self.config.l3l4_spans and flow.HasField("l4"):
+                    return [self._l3l4_span(response, flow)]
+                return []
         l7 = flow.l7
         l7_type = l7.type
-        if l7_type != flow_pb2.RESPONSE and l7_type != flow_pb2.REQUEST:
+        if l7_type != _RESPONSE and l7_type != _REQUEST:
             return []  # SAMPLE: no exchange to time
-        time_ns = timestamp_ns(flow.time) if flow.HasField("time") else timestamp_ns(response.time)
+        ts = flow.time if flow.HasField("time") else response.time
+        time_ns = ts.seconds * 1_000_000_000 + ts.nanos
         if time_ns > self.watermark_ns:
             self._advance(time_ns)
         node = flow.node_name or response.node_name
         out: list[SpanRecord] = []
-        if l7_type == flow_pb2.RESPONSE:
+        if l7_type == _RESPONSE:
             out.append(self._response(flow, l7, node, time_ns))
         else:
             self._request(flow, l7, node, time_ns, out)
@@ -158,43 +168,51 @@ class SpanMapper:
     def _request(
         self, flow: flow_pb2.Flow, l7: flow_pb2.Layer7, node: str, time_ns: int, out: list[SpanRecord]
     ) -> None:
-        record = l7.WhichOneof("record")
-        found = (
-            scan_headers(l7.http.headers, self.config.redact, WANTED_HEADERS)[1] if record == "http" else {}
-        )
-        kind = span_kind(flow.traffic_direction, record, flow)
-        join_key, _ = join_keys(flow, l7, record, node, found.get(X_REQUEST_ID, ""), reply=False)
+        record, body = l7_body(l7)
+        found = wanted_headers(body.headers) if record == "http" else {}  # type: ignore[union-attr]
+        net = read_net(flow)
+        kind = span_kind(net[0], record, body)
+        join_key, _ = join_keys(net, record, body, node, found.get(X_REQUEST_ID, ""), reply=False)
         request = self._new_request(flow, node, time_ns, kind, found, flow.destination.identity, join_key)
-        if len(self._table) >= self.config.max_pending:
-            oldest = self._table.oldest()
+        table = self._table
+        if len(table) >= self.config.max_pending:
+            oldest = table.oldest()
             if oldest is not None:
-                self._table.remove(oldest)
+                table.remove(oldest)
                 self.evicted += 1
                 out.append(self._unanswered_span(oldest, self.watermark_ns))
-        self._table.add(request)
+        table.add(request)
 
     def _response(self, flow: flow_pb2.Flow, l7: flow_pb2.Layer7, node: str, time_ns: int) -> SpanRecord:
         config = self.config
-        record = l7.WhichOneof("record")
+        record, body = l7_body(l7)
         headers, found = (
-            scan_headers(l7.http.headers, config.redact, WANTED_HEADERS) if record == "http" else _NO_HEADERS
+            scan_headers(body.headers, config.redact, WANTED_HEADERS)  # type: ignore[union-attr]
+            if record == "http"
+            else _NO_HEADERS
         )
-        keys = join_keys(flow, l7, record, node, found.get(X_REQUEST_ID, ""), reply=True)
+        net = read_net(flow)
+        keys = join_keys(net, record, body, node, found.get(X_REQUEST_ID, ""), reply=True)
+        # A response runs server -> client: its source is the server.
+        server, client = flow.source, flow.destination
         request = self._table.take(*keys)
         if request is None:
-            kind = span_kind(flow.traffic_direction, record, flow)
-            request = self._new_request(flow, node, time_ns, kind, found, flow.source.identity, ())
+            kind = span_kind(net[0], record, body)
+            request = self._new_request(flow, node, time_ns, kind, found, server.identity, ())
             request_ns = time_ns
         else:
-            if request.kind == SpanKind.SERVER and not request.linked:
+            if request.kind == _SERVER and not request.linked:
                 self._table.link_client(request)  # the client REQUEST may have reached us after the server's
             request_ns = min(request.time_ns, time_ns)
+        kind = request.kind
         latency = l7.latency_ns
-        fields = l7_fields(flow, True, request.kind, node, config.redact, headers, found)
-        if request.flow.verdict == flow_pb2.DROPPED and request.flow is not flow:
+        fields = l7_fields(
+            flow, record, body, net, True, kind, node, config.redact, headers, found, client, server
+        )
+        if request.flow is not flow and request.flow.verdict == _DROPPED:
             fields[1][sc.HUBBLE_VERDICT] = "DROPPED"
             fields = (fields[0], fields[1], StatusCode.ERROR, "request dropped by Cilium")
-        endpoint = flow.source if request.kind == SpanKind.SERVER else flow.destination
+        endpoint = server if kind == _SERVER else client
         return self._record(request, endpoint, fields, time_ns - latency if latency else request_ns, time_ns)
 
     def _new_request(
@@ -213,24 +231,30 @@ class SpanMapper:
         request = PendingRequest(
             flow, node, time_ns, kind, trace_id or new_trace, span_id, parent, state, join_key, exchange
         )
-        if kind == SpanKind.SERVER:
+        if kind == _SERVER:
             self._table.link_client(request)
         return request
 
     def _unanswered_span(self, request: PendingRequest, clock_ns: int) -> SpanRecord:
         config = self.config
         flow = request.flow
-        l7 = flow.l7
-        record = l7.WhichOneof("record")
+        record, body = l7_body(flow.l7)
         headers, found = (
-            scan_headers(l7.http.headers, config.redact, WANTED_HEADERS) if record == "http" else _NO_HEADERS
+            scan_headers(body.headers, config.redact, WANTED_HEADERS)  # type: ignore[union-attr]
+            if record == "http"
+            else _NO_HEADERS
         )
-        fields = l7_fields(flow, False, request.kind, request.node, config.redact, headers, found)
+        net = read_net(flow)
+        client, server = flow.source, flow.destination
+        kind = request.kind
+        fields = l7_fields(
+            flow, record, body, net, False, kind, request.node, config.redact, headers, found, client, server
+        )
         fields[1][sc.HUBBLE_L7_UNANSWERED] = True
         self.unanswered += 1
         start_ns = request.time_ns
         end_ns = max(start_ns, min(start_ns + self._window_ns, clock_ns))
-        endpoint = flow.destination if request.kind == SpanKind.SERVER else flow.source
+        endpoint = server if kind == _SERVER else client
         return self._record(request, endpoint, fields, start_ns, end_ns)
 
     def _l3l4_span(self, response: observer_pb2.GetFlowsResponse, flow: flow_pb2.Flow) -> SpanRecord:
@@ -248,30 +272,32 @@ class SpanMapper:
         self, request: PendingRequest, endpoint: flow_pb2.Endpoint, fields: Fields, start_ns: int, end_ns: int
     ) -> SpanRecord:
         config = self.config
+        limits = config.limits
+        max_length = limits.max_value_length
         name, attrs, status, message = fields
+        if len(name) > max_length or not name.isascii():  # DNS qtype, Kafka topic: from the wire
+            name = limit_str(name, max_length)
+        # Hostile times or latencies may leave fixed64; clamping keeps start <= end.
+        if not 0 <= start_ns <= UINT64_MAX:
+            start_ns = 0 if start_ns < 0 else UINT64_MAX
+        if not 0 <= end_ns <= UINT64_MAX:
+            end_ns = 0 if end_ns < 0 else UINT64_MAX
         return SpanRecord(
-            resource=endpoint_resource(
-                endpoint, request.node, config.cluster_name, config.limits.max_value_length
-            ),
-            trace_id=request.trace_id,
-            span_id=request.span_id,
-            parent_span_id=request.parent_span_id,
-            name=limit_str(name, config.limits.max_value_length),  # DNS qtype, Kafka topic: from the wire
-            kind=request.kind,
-            # Hostile times or latencies may leave fixed64; clamping keeps start <= end.
-            start_time_ns=clamp_ns(start_ns),
-            end_time_ns=clamp_ns(end_ns),
-            attributes=apply_limits(attrs, config.limits, self.limit_counts),
-            status=status,
-            status_message=message,
-            trace_state=request.trace_state,
+            endpoint_resource(endpoint, request.node, config.cluster_name, max_length),
+            request.trace_id,
+            request.span_id,
+            request.parent_span_id,
+            name,
+            request.kind,
+            start_ns,
+            end_ns,
+            apply_limits(attrs, limits, self.limit_counts),
+            status,
+            message,
+            request.trace_state,
         )
 
     def _expire_until(self, cutoff_ns: int, clock_ns: int, out: list[SpanRecord]) -> None:
-        table = self._table
-        while True:
-            oldest = table.oldest()
-            if oldest is None or oldest.time_ns > cutoff_ns:
-                return
-            table.remove(oldest)
+        pop_expired = self._table.pop_expired
+        while (oldest := pop_expired(cutoff_ns)) is not None:
             out.append(self._unanswered_span(oldest, clock_ns))

@@ -54,6 +54,11 @@ from hubble_bridge.mapping.redact import RedactConfig, redact_url
 from hubble_bridge.telemetry import Attributes, SpanKind, StatusCode
 
 Fields = tuple[str, Attributes, StatusCode, str]
+# The l7 oneof's message, read once per flow and passed on: each read of a sub-message costs.
+L7Body = flow_pb2.HTTP | flow_pb2.DNS | flow_pb2.Kafka | None
+# What the join and the network attributes both need, read from the flow once:
+# (traffic direction, L4 oneof arm, IP version, source IP, source port, destination IP, destination port).
+Net = tuple[int, str | None, int, str, int, str, int]
 
 DNS_RCODE_MNEMONIC = {
     0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED", 6: "YXDOMAIN",
@@ -63,100 +68,136 @@ DNS_RCODE_MNEMONIC = {
 _KAFKA_OPERATION_TYPE = {"produce": "send", "fetch": "receive"}
 _TRANSPORTS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
 _NETWORK_TYPE = {flow_pb2.IPv4: "ipv4", flow_pb2.IPv6: "ipv6"}
+_INGRESS = flow_pb2.INGRESS
+_DROPPED = flow_pb2.DROPPED
+_SERVER = SpanKind.SERVER
+_UNSET = StatusCode.UNSET
+_ERROR = StatusCode.ERROR
+# Protocol strings are a handful per cluster; bounded so that hostile input cannot grow it.
+_VERSIONS: dict[str, str] = {}
+_VERSIONS_MAX = 64
 
 
-def span_kind(direction: int, record: str | None, flow: flow_pb2.Flow) -> SpanKind:
+def l7_body(l7: flow_pb2.Layer7) -> tuple[str | None, L7Body]:
+    """(oneof arm, its message): ("http", l7.http), ("dns", ...), ("kafka", ...) or (None, None)."""
+    record = l7.WhichOneof("record")
+    return record, (getattr(l7, record) if record is not None else None)
+
+
+def span_kind(direction: int, record: str | None, body: L7Body) -> SpanKind:
     """SERVER when observed at the server's proxy (INGRESS), else the client's view."""
-    if direction == flow_pb2.INGRESS:
+    if direction == _INGRESS:
         return SpanKind.SERVER
-    if record == "kafka" and flow.l7.kafka.api_key == "produce":
+    if record == "kafka" and body.api_key == "produce":  # type: ignore[union-attr]
         return SpanKind.PRODUCER
     return SpanKind.CLIENT
 
 
+def read_net(flow: flow_pb2.Flow) -> Net:
+    ip = flow.IP
+    l4 = flow.l4
+    arm = l4.WhichOneof("protocol")
+    if arm in _TRANSPORTS:
+        ports = getattr(l4, arm)
+        return (
+            flow.traffic_direction, arm, ip.ipVersion,
+            ip.source, ports.source_port, ip.destination, ports.destination_port,
+        )  # fmt: skip
+    return flow.traffic_direction, arm, ip.ipVersion, ip.source, 0, ip.destination, 0
+
+
 def l7_fields(
     flow: flow_pb2.Flow,
+    record: str | None,
+    body: L7Body,
+    net: Net,
     reply: bool,
     kind: SpanKind,
     node: str,
     redact: RedactConfig,
     headers: Attributes,
     found: dict[str, str],
+    client: flow_pb2.Endpoint,
+    server: flow_pb2.Endpoint,
 ) -> Fields:
-    """(name, attributes, status, status message); `reply` says `flow` is the RESPONSE."""
-    l7 = flow.l7
-    record = l7.WhichOneof("record")
+    """(name, attributes, status, status message); `reply` says `flow` is the RESPONSE.
+
+    `client` and `server` are the request's source and destination endpoints, which the
+    caller has already read for the resource.
+    """
     attrs: Attributes = {}
     if record == "http":
-        name, status, message = _http(l7.http, reply, kind, redact, found, attrs)
+        name, status, message = _http(body, reply, kind, redact, found, attrs)  # type: ignore[arg-type]
     elif record == "dns":
-        name, status, message = _dns(l7.dns, reply, attrs)
+        name, status, message = _dns(body, reply, attrs)  # type: ignore[arg-type]
     elif record == "kafka":
-        name, status, message = _kafka(l7.kafka, attrs)
+        name, status, message = _kafka(body, attrs)  # type: ignore[arg-type]
     else:
-        name, status, message = "L7", StatusCode.UNSET, ""
-    network_attributes(flow, reply, kind, attrs)
-    verdict = flow.verdict
-    attrs[sc.HUBBLE_VERDICT] = VERDICT.get(verdict) or str(verdict)
-    if verdict == flow_pb2.DROPPED and status != StatusCode.ERROR:
-        status, message = StatusCode.ERROR, "request dropped by Cilium"
-    hubble_attributes(flow, node, reply, attrs)
-    if headers:
-        attrs.update(headers)
-    return name, attrs, status, message
-
-
-def network_attributes(flow: flow_pb2.Flow, reply: bool, kind: SpanKind, attrs: Attributes) -> None:
-    ip = flow.IP
-    l4 = flow.l4
-    arm = l4.WhichOneof("protocol")
-    sport = dport = 0
-    if arm in _TRANSPORTS:
-        ports = getattr(l4, arm)
-        sport, dport = ports.source_port, ports.destination_port
-        attrs[sc.NETWORK_TRANSPORT] = _TRANSPORTS[arm]
-    if reply:
-        server_ip, server_port, client_ip, client_port = ip.source, sport, ip.destination, dport
-        service, names = flow.source_service.name, flow.source_names
+        name, status, message = "L7", _UNSET, ""
+    direction, arm, ip_version, source_ip, source_port, destination_ip, destination_port = net
+    if reply:  # the RESPONSE runs server -> client
+        server_ip, server_port = source_ip, source_port
+        client_ip, client_port = destination_ip, destination_port
     else:
-        client_ip, client_port, server_ip, server_port = ip.source, sport, ip.destination, dport
-        service, names = flow.destination_service.name, flow.destination_names
-    network_type = _NETWORK_TYPE.get(ip.ipVersion)
+        client_ip, client_port = source_ip, source_port
+        server_ip, server_port = destination_ip, destination_port
+    transport = _TRANSPORTS.get(arm)  # type: ignore[arg-type]
+    if transport:
+        attrs[sc.NETWORK_TRANSPORT] = transport
+    network_type = _NETWORK_TYPE.get(ip_version)
     if network_type:
         attrs[sc.NETWORK_TYPE] = network_type
-    server = service or (names[0].rstrip(".") if names else "") or server_ip
-    if server:
-        attrs[sc.SERVER_ADDRESS] = server
+    # The service, else the first DNS name, else the IP; read lazily, each costs a message access.
+    server_address = flow.source_service.name if reply else flow.destination_service.name
+    if not server_address:
+        names = flow.source_names if reply else flow.destination_names
+        server_address = (names[0].rstrip(".") if names else "") or server_ip
+    if server_address:
+        attrs[sc.SERVER_ADDRESS] = server_address
     if server_port:
         attrs[sc.SERVER_PORT] = server_port
     if client_ip:
         attrs[sc.CLIENT_ADDRESS] = client_ip
     if client_port:
         attrs[sc.CLIENT_PORT] = client_port
-    peer_ip, peer_port = (client_ip, client_port) if kind == SpanKind.SERVER else (server_ip, server_port)
+    peer_ip, peer_port = (client_ip, client_port) if kind == _SERVER else (server_ip, server_port)
     if peer_ip:
         attrs[sc.NETWORK_PEER_ADDRESS] = peer_ip
     if peer_port:
         attrs[sc.NETWORK_PEER_PORT] = peer_port
+    verdict = flow.verdict
+    attrs[sc.HUBBLE_VERDICT] = VERDICT.get(verdict) or str(verdict)
+    if verdict == _DROPPED and status != _ERROR:
+        status, message = _ERROR, "request dropped by Cilium"
+    hubble_attributes(flow, direction, node, client.identity, server.identity, attrs)
+    if headers:
+        attrs.update(headers)
+    return name, attrs, status, message
 
 
-def hubble_attributes(flow: flow_pb2.Flow, node: str, reply: bool, attrs: Attributes) -> None:
+def hubble_attributes(
+    flow: flow_pb2.Flow,
+    direction: int,
+    node: str,
+    client_identity: int,
+    server_identity: int,
+    attrs: Attributes,
+) -> None:
     """Hubble facts; source/destination in the request's direction."""
-    client, server = (flow.destination, flow.source) if reply else (flow.source, flow.destination)
-    direction = flow.traffic_direction
     if direction:
         attrs[sc.HUBBLE_TRAFFIC_DIRECTION] = TRAFFIC_DIRECTION.get(direction) or str(direction)
     if node:
         attrs[sc.HUBBLE_NODE_NAME] = node
-    if client.identity:
-        attrs[sc.HUBBLE_SOURCE_IDENTITY] = client.identity
-    if server.identity:
-        attrs[sc.HUBBLE_DESTINATION_IDENTITY] = server.identity
+    if client_identity:
+        attrs[sc.HUBBLE_SOURCE_IDENTITY] = client_identity
+    if server_identity:
+        attrs[sc.HUBBLE_DESTINATION_IDENTITY] = server_identity
     policies = policy_names(flow)
     if policies:
         attrs[sc.HUBBLE_POLICY_NAMES] = policies
-    if flow.uuid:
-        attrs[sc.HUBBLE_FLOW_UUID] = flow.uuid
+    uuid = flow.uuid
+    if uuid:
+        attrs[sc.HUBBLE_FLOW_UUID] = uuid
 
 
 def policy_names(flow: flow_pb2.Flow) -> list[str]:
@@ -167,13 +208,17 @@ def policy_names(flow: flow_pb2.Flow) -> list[str]:
         flow.ingress_denied_by,
         flow.egress_denied_by,
     ):
-        for policy in policies:
-            names.append(f"{policy.namespace}/{policy.name}" if policy.namespace else policy.name)
+        if policies:
+            for policy in policies:
+                names.append(f"{policy.namespace}/{policy.name}" if policy.namespace else policy.name)
     return names
 
 
 def split_url(url: str) -> tuple[str, str, str]:
     """(scheme, path, query) of a URL or of an origin-form target ("/path?q")."""
+    if url[0] == "/" and "#" not in url:  # origin form, the usual case: no scheme to look for
+        path, _, query = url.partition("?")
+        return "", path, query
     scheme, sep, rest = url.partition("://")
     if sep and scheme and "/" not in scheme and "?" not in scheme:
         end = len(rest)
@@ -219,16 +264,21 @@ def _http(
         if query:
             attrs[sc.URL_QUERY] = query
     attrs[sc.NETWORK_PROTOCOL_NAME] = "http"
-    version = protocol_version(http.protocol)
+    protocol = http.protocol
+    version = _VERSIONS.get(protocol)
+    if version is None:
+        version = protocol_version(protocol)
+        if len(_VERSIONS) < _VERSIONS_MAX:
+            _VERSIONS[protocol] = version
     if version:
         attrs[sc.NETWORK_PROTOCOL_VERSION] = version
     agent = found.get("user-agent")
     if agent:
         attrs[sc.USER_AGENT_ORIGINAL] = agent
-    if code >= (500 if kind == SpanKind.SERVER else 400):
+    if code >= (500 if kind == _SERVER else 400):
         attrs[sc.ERROR_TYPE] = str(code)
-        return name, StatusCode.ERROR, f"HTTP status {code}"
-    return name, StatusCode.UNSET, ""
+        return name, _ERROR, f"HTTP status {code}"
+    return name, _UNSET, ""
 
 
 def _dns(dns: flow_pb2.DNS, reply: bool, attrs: Attributes) -> tuple[str, StatusCode, str]:
@@ -236,30 +286,34 @@ def _dns(dns: flow_pb2.DNS, reply: bool, attrs: Attributes) -> tuple[str, Status
     if query:
         attrs[sc.DNS_QUESTION_NAME] = query[:-1] if query.endswith(".") else query
     attrs[sc.NETWORK_PROTOCOL_NAME] = "dns"
-    qtypes = list(dns.qtypes)
+    qtypes = dns.qtypes[:]  # a list copy; cheaper than list() on a repeated field
     if qtypes:
         attrs[sc.HUBBLE_DNS_QTYPES] = qtypes
-    if dns.observation_source:
-        attrs[sc.HUBBLE_DNS_OBSERVATION_SOURCE] = dns.observation_source
+    source = dns.observation_source
+    if source:
+        attrs[sc.HUBBLE_DNS_OBSERVATION_SOURCE] = source
     name = f"DNS {qtypes[0]}" if qtypes else "DNS"
     if not reply:
-        return name, StatusCode.UNSET, ""
+        return name, _UNSET, ""
     rcode = dns.rcode
     attrs[sc.HUBBLE_DNS_RCODE] = rcode
-    for key, values in (
-        (sc.DNS_ANSWERS, dns.ips),
-        (sc.HUBBLE_DNS_CNAMES, dns.cnames),
-        (sc.HUBBLE_DNS_RRTYPES, dns.rrtypes),
-    ):
-        if values:
-            attrs[key] = list(values)
-    if dns.ttl:
-        attrs[sc.HUBBLE_DNS_TTL] = dns.ttl
+    values = dns.ips
+    if values:
+        attrs[sc.DNS_ANSWERS] = values[:]
+    values = dns.cnames
+    if values:
+        attrs[sc.HUBBLE_DNS_CNAMES] = values[:]
+    values = dns.rrtypes
+    if values:
+        attrs[sc.HUBBLE_DNS_RRTYPES] = values[:]
+    ttl = dns.ttl
+    if ttl:
+        attrs[sc.HUBBLE_DNS_TTL] = ttl
     if rcode:
         error = DNS_RCODE_MNEMONIC.get(rcode) or str(rcode)
         attrs[sc.ERROR_TYPE] = error
-        return name, StatusCode.ERROR, f"DNS rcode {error}"
-    return name, StatusCode.UNSET, ""
+        return name, _ERROR, f"DNS rcode {error}"
+    return name, _UNSET, ""
 
 
 def _kafka(kafka: flow_pb2.Kafka, attrs: Attributes) -> tuple[str, StatusCode, str]:
@@ -280,5 +334,5 @@ def _kafka(kafka: flow_pb2.Kafka, attrs: Attributes) -> tuple[str, StatusCode, s
     name = f"{operation} {topic}" if operation and topic else operation or topic or "kafka"
     if error_code:
         attrs[sc.ERROR_TYPE] = str(error_code)
-        return name, StatusCode.ERROR, f"Kafka error code {error_code}"
-    return name, StatusCode.UNSET, ""
+        return name, _ERROR, f"Kafka error code {error_code}"
+    return name, _UNSET, ""

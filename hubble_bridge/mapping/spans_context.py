@@ -18,9 +18,11 @@ ids from the mapper's `random.Random`.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from hashlib import blake2b
 
 from hubble_bridge.api import flow_pb2
+from hubble_bridge.mapping.redact import Header
 
 # Headers the span mapper reads besides the kept ones; scanned in the same pass.
 X_REQUEST_ID = "x-request-id"
@@ -34,6 +36,17 @@ WANTED_HEADERS = frozenset({X_REQUEST_ID, TRACEPARENT, TRACESTATE, B3, B3_TRACE_
 
 _ZERO_TRACE = bytes(16)
 _ZERO_SPAN = bytes(8)
+
+
+def wanted_headers(headers: Iterable[Header]) -> dict[str, str]:
+    """The raw first value of each WANTED_HEADERS header: what a REQUEST needs, without the
+    kept-header attributes that only its span (built later) needs."""
+    found: dict[str, str] = {}
+    for header in headers:
+        name = header.key.lower()
+        if name in WANTED_HEADERS and name not in found:
+            found[name] = header.value
+    return found
 
 
 def incoming_context(flow: flow_pb2.Flow, found: dict[str, str]) -> tuple[bytes, bytes, str]:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from hubble_bridge.api import flow_pb2
+from hubble_bridge.mapping.spans_attrs import L7Body, Net
 from hubble_bridge.telemetry import SpanKind
 
 JoinKey = tuple[object, ...]
@@ -48,6 +49,15 @@ class JoinTable:
 
     def oldest(self) -> PendingRequest | None:
         return next(iter(self._pending), None)
+
+    def pop_expired(self, cutoff_ns: int) -> PendingRequest | None:
+        """The oldest request if it arrived at or before `cutoff_ns`, removed from the table."""
+        for request in self._pending:
+            if request.time_ns > cutoff_ns:
+                return None
+            self.remove(request)
+            return request
+        return None
 
     def add(self, request: PendingRequest) -> None:
         self._pending[request] = None
@@ -107,30 +117,22 @@ class JoinTable:
 
 
 def join_keys(
-    flow: flow_pb2.Flow, l7: flow_pb2.Layer7, record: str | None, node: str, request_id: str, reply: bool
+    net: Net, record: str | None, body: L7Body, node: str, request_id: str, reply: bool
 ) -> tuple[JoinKey, JoinKey]:
     """(key to join on, connection key); the first is the x-request-id key when there is one."""
-    direction = flow.traffic_direction
-    ip = flow.IP
-    l4 = flow.l4
-    arm = l4.WhichOneof("protocol")
-    sport = dport = 0
-    if arm == "TCP" or arm == "UDP" or arm == "SCTP":
-        ports = getattr(l4, arm)
-        sport, dport = ports.source_port, ports.destination_port
+    direction, _, _, source_ip, source_port, destination_ip, destination_port = net
     # A response runs server -> client: reversed, its tuple is the request's.
     if reply:
-        connection: JoinKey = (node, direction, ip.destination, dport, ip.source, sport)
+        connection: JoinKey = (node, direction, destination_ip, destination_port, source_ip, source_port)
     else:
-        connection = (node, direction, ip.source, sport, ip.destination, dport)
+        connection = (node, direction, source_ip, source_port, destination_ip, destination_port)
     # Narrowed by what the response repeats, so that parallel queries on one socket (A and AAAA)
     # or multiplexed HTTP/2 streams do not pair up by arrival order alone.
     if record == "http":
-        http = l7.http
-        connection += (http.method, http.url)
+        connection += (body.method, body.url)  # type: ignore[union-attr]
     elif record == "dns":
-        dns = l7.dns
-        connection += (dns.query, dns.qtypes[0] if dns.qtypes else "")
+        qtypes = body.qtypes  # type: ignore[union-attr]
+        connection += (body.query, qtypes[0] if qtypes else "")  # type: ignore[union-attr]
     if request_id:
         return ("x", request_id, node, direction), connection
     return connection, connection

@@ -64,7 +64,9 @@ def l3l4_fields(flow: flow_pb2.Flow, node: str) -> Fields:
         attrs[sc.HUBBLE_TRACE_OBSERVATION_POINT] = _OBSERVATION_POINT.get(point) or str(point)
     if flow.HasField("is_reply"):
         attrs[sc.HUBBLE_IS_REPLY] = flow.is_reply.value
-    hubble_attributes(flow, node, False, attrs)
+    hubble_attributes(
+        flow, flow.traffic_direction, node, flow.source.identity, flow.destination.identity, attrs
+    )
     name = f"{arm or 'IP'} {verdict_name}"
     if verdict not in _FAILED:
         return name, attrs, StatusCode.UNSET, ""
