@@ -49,6 +49,8 @@ def apply_limits(
 ) -> dict[str, Any]:
     """Bound `attrs` in place and return it; `counts` (if given) accumulates every change."""
     max_len = limits.max_value_length
+    if _within(attrs, max_len, limits.max_list_items) and len(attrs) <= limits.max_attributes:
+        return attrs
     for key, value in attrs.items():
         kind = type(value)
         if kind is str:
@@ -105,6 +107,30 @@ def limit_str(value: str, max_bytes: int) -> str:
         return encoded.decode("utf-8") if repaired else value
     # "ignore" drops the partial character the cut may leave at the end.
     return encoded[:max_bytes].decode("utf-8", "ignore")
+
+
+def _within(attrs: dict[str, Any], max_len: int, max_items: int) -> bool:
+    """True when no value needs a change: the usual record, checked without per-item calls."""
+    for value in attrs.values():
+        kind = type(value)
+        if kind is str:
+            if len(value) <= max_len and value.isascii():
+                continue
+            return False
+        if kind is list:
+            if len(value) > max_items:
+                return False
+            try:
+                text = "".join(value)
+            except TypeError:  # bytes or numbers among the items: the full check decides
+                return False
+            # Every item is at most as long as all of them together.
+            if len(text) <= max_len and text.isascii():
+                continue
+            return False
+        if kind is tuple or kind is bytes:
+            return False
+    return True
 
 
 def _limit_list(
