@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 
 from hubble_bridge.api import flow_pb2, observer_pb2, relay_pb2
 from hubble_bridge.configload import validate_parts
@@ -32,6 +32,7 @@ from hubble_bridge.errors import ConfigError
 from hubble_bridge.flows.codec import timestamp_ns
 from hubble_bridge.mapping import semconv as sc
 from hubble_bridge.mapping.limits import AttributeLimits, apply_limits, clamp_int64, clamp_ns, limit_str
+from hubble_bridge.mapping.metrics.names import DROP_REASON, TRAFFIC_DIRECTION, VERDICT
 from hubble_bridge.mapping.redact import RedactConfig, redact_url
 from hubble_bridge.mapping.resource import UNKNOWN_SERVICE, endpoint_resource, split_node_name, workload_name
 from hubble_bridge.mapping.summary import compact_summary, enum_name, policy_match_text
@@ -66,6 +67,14 @@ _ENDPOINT_KEYS = {
     side: {f: sc.HUBBLE_ENDPOINT_TEMPLATE.format(side=side, field=f) for f in _ENDPOINT_FIELDS}
     for side in ("source", "destination")
 }
+_OBSERVATION_POINT = {v.number: v.name for v in flow_pb2.TraceObservationPoint.DESCRIPTOR.values}
+_PORTED = frozenset({"TCP", "UDP", "SCTP"})
+_ICMP = frozenset({"ICMPv4", "ICMPv6"})
+_AUDIT = flow_pb2.AUDIT
+_INGRESS = flow_pb2.INGRESS
+_EGRESS = flow_pb2.EGRESS
+# Distinct endpoints in a large cluster; beyond this the least recently used go.
+_ENDPOINT_CACHE_SIZE = 8192
 _NODE_WARN_STATES = frozenset({relay_pb2.NODE_UNAVAILABLE, relay_pb2.NODE_ERROR})
 
 
@@ -116,11 +125,11 @@ def event_log(response: observer_pb2.GetFlowsResponse, config: LogConfig) -> Log
 
 def flow_log(response: observer_pb2.GetFlowsResponse, config: LogConfig) -> LogRecord | None:
     """The record for a flow, or None when the configuration does not select it."""
-    if not response.HasField("flow"):
-        return None
+    # Most flows make no record: decided from two or three field reads. A response without a flow
+    # reads as an empty Flow here and is turned away by the HasField below.
     flow = response.flow
     verdict = flow.verdict
-    if config.policy_denials and flow.event_type.type == _EVENT_POLICY_VERDICT and _denies(flow):
+    if config.policy_denials and flow.event_type.type == _EVENT_POLICY_VERDICT and _denies(flow, verdict):
         event, severity = EVENT_POLICY_DENIED, Severity.WARN
     elif verdict in config._verdict_codes:
         event, severity = _VERDICT_EVENTS.get(verdict, (EVENT_FLOW, Severity.INFO))
@@ -128,18 +137,18 @@ def flow_log(response: observer_pb2.GetFlowsResponse, config: LogConfig) -> LogR
         event, severity = EVENT_FLOW, Severity.INFO
     else:
         return None
+    if not response.HasField("flow"):
+        return None
     node_name = flow.node_name or response.node_name
     limits = config.limits
     return LogRecord(
-        resource=endpoint_resource(
-            _observed_endpoint(flow), node_name, config.cluster_name, limits.max_value_length
-        ),
-        time_ns=clamp_ns(timestamp_ns(flow.time if flow.HasField("time") else response.time)),
-        severity=severity,
-        body=limit_str(compact_summary(response, config._rewrite_url), limits.max_value_length),
-        attributes=apply_limits(_flow_attributes(flow, node_name), limits),
-        event_name=event,
-        trace_id=_trace_id(flow.trace_context.parent.trace_id),
+        endpoint_resource(_observed_endpoint(flow), node_name, config.cluster_name, limits.max_value_length),
+        clamp_ns(timestamp_ns(flow.time if flow.HasField("time") else response.time)),
+        severity,
+        limit_str(compact_summary(response, config._rewrite_url), limits.max_value_length),
+        apply_limits(_flow_attributes(flow, verdict, node_name), limits),
+        event,
+        _trace_id(flow.trace_context.parent.trace_id),
     )
 
 
@@ -206,60 +215,65 @@ def _node_resource(node_name: str, cluster_name: str, max_value_length: int) -> 
     )
 
 
-def _denies(flow: flow_pb2.Flow) -> bool:
-    if flow.verdict == flow_pb2.AUDIT:
+def _denies(flow: flow_pb2.Flow, verdict: int) -> bool:
+    if verdict == _AUDIT:
         return False
-    return flow.verdict in _DENYING_VERDICTS or bool(flow.ingress_denied_by) or bool(flow.egress_denied_by)
+    return verdict in _DENYING_VERDICTS or bool(flow.ingress_denied_by) or bool(flow.egress_denied_by)
 
 
 def _observed_endpoint(flow: flow_pb2.Flow) -> flow_pb2.Endpoint:
     direction = flow.traffic_direction
-    if direction == flow_pb2.INGRESS:
+    if direction == _INGRESS:
         return flow.destination
-    if direction == flow_pb2.EGRESS:
+    if direction == _EGRESS:
         return flow.source
-    return flow.source if flow.source.pod_name else flow.destination
+    source = flow.source
+    return source if source.pod_name else flow.destination
 
 
-def _flow_attributes(flow: flow_pb2.Flow, node_name: str) -> Attributes:
+def _flow_attributes(flow: flow_pb2.Flow, verdict: int, node_name: str) -> Attributes:
     attrs: Attributes = {}
     ip = flow.IP
-    if ip.source:
-        attrs[sc.SOURCE_ADDRESS] = ip.source
-    if ip.destination:
-        attrs[sc.DESTINATION_ADDRESS] = ip.destination
+    source_ip, destination_ip = ip.source, ip.destination
+    if source_ip:
+        attrs[sc.SOURCE_ADDRESS] = source_ip
+    if destination_ip:
+        attrs[sc.DESTINATION_ADDRESS] = destination_ip
     network_type = _NETWORK_TYPES.get(ip.ipVersion)
     if network_type:
         attrs[sc.NETWORK_TYPE] = network_type
-    proto = flow.l4.WhichOneof("protocol")
+    l4 = flow.l4
+    proto = l4.WhichOneof("protocol")
     if proto is not None:
         attrs[sc.NETWORK_TRANSPORT] = _TRANSPORTS.get(proto, proto.lower())
-        l4 = getattr(flow.l4, proto)
-        if proto in ("TCP", "UDP", "SCTP"):
-            if l4.source_port:
-                attrs[sc.SOURCE_PORT] = l4.source_port
-            if l4.destination_port:
-                attrs[sc.DESTINATION_PORT] = l4.destination_port
-        elif proto in ("ICMPv4", "ICMPv6"):
-            attrs[sc.HUBBLE_ICMP_TYPE] = l4.type
-            attrs[sc.HUBBLE_ICMP_CODE] = l4.code
+        if proto in _PORTED:
+            ports = getattr(l4, proto)
+            if ports.source_port:
+                attrs[sc.SOURCE_PORT] = ports.source_port
+            if ports.destination_port:
+                attrs[sc.DESTINATION_PORT] = ports.destination_port
+        elif proto in _ICMP:
+            icmp = getattr(l4, proto)
+            attrs[sc.HUBBLE_ICMP_TYPE] = icmp.type
+            attrs[sc.HUBBLE_ICMP_CODE] = icmp.code
 
-    attrs[sc.HUBBLE_VERDICT] = enum_name(flow_pb2.Verdict, flow.verdict)
+    attrs[sc.HUBBLE_VERDICT] = VERDICT.get(verdict) or str(verdict)
     reason = flow.drop_reason_desc or flow.drop_reason
     if reason:
-        attrs[sc.HUBBLE_DROP_REASON] = enum_name(flow_pb2.DropReason, reason)
+        attrs[sc.HUBBLE_DROP_REASON] = DROP_REASON.get(reason) or str(reason)
         attrs[sc.HUBBLE_DROP_REASON_CODE] = reason
-    if flow.traffic_direction:
-        attrs[sc.HUBBLE_TRAFFIC_DIRECTION] = enum_name(flow_pb2.TrafficDirection, flow.traffic_direction)
+    direction = flow.traffic_direction
+    if direction:
+        attrs[sc.HUBBLE_TRAFFIC_DIRECTION] = TRAFFIC_DIRECTION.get(direction) or str(direction)
     event_type = flow.event_type.type
     if flow.HasField("event_type"):
         attrs[sc.HUBBLE_EVENT_TYPE] = _EVENT_TYPE_NAMES.get(event_type, str(event_type))
-    if flow.trace_observation_point:
-        attrs[sc.HUBBLE_TRACE_OBSERVATION_POINT] = enum_name(
-            flow_pb2.TraceObservationPoint, flow.trace_observation_point
-        )
-    if event_type == _EVENT_POLICY_VERDICT or flow.policy_match_type:
-        attrs[sc.HUBBLE_POLICY_MATCH_TYPE] = policy_match_text(flow.policy_match_type)
+    point = flow.trace_observation_point
+    if point:
+        attrs[sc.HUBBLE_TRACE_OBSERVATION_POINT] = _OBSERVATION_POINT.get(point) or str(point)
+    match_type = flow.policy_match_type
+    if event_type == _EVENT_POLICY_VERDICT or match_type:
+        attrs[sc.HUBBLE_POLICY_MATCH_TYPE] = policy_match_text(match_type)
     policies = _policy_names(flow)
     if policies:
         attrs[sc.HUBBLE_POLICY_NAMES] = policies
@@ -267,25 +281,40 @@ def _flow_attributes(flow: flow_pb2.Flow, node_name: str) -> Attributes:
         attrs[sc.HUBBLE_IS_REPLY] = flow.is_reply.value
     if node_name:
         attrs[sc.HUBBLE_NODE_NAME] = node_name
-    if flow.uuid:
-        attrs[sc.HUBBLE_FLOW_UUID] = flow.uuid
+    uuid = flow.uuid
+    if uuid:
+        attrs[sc.HUBBLE_FLOW_UUID] = uuid
     _endpoint_attributes(attrs, _ENDPOINT_KEYS["source"], flow.source)
     _endpoint_attributes(attrs, _ENDPOINT_KEYS["destination"], flow.destination)
     return attrs
 
 
 def _endpoint_attributes(attrs: Attributes, keys: dict[str, str], endpoint: flow_pb2.Endpoint) -> None:
+    for name, value in _endpoint_facts(endpoint.SerializeToString()):
+        attrs[keys[name]] = list(value) if name == "labels" else value
+
+
+@lru_cache(maxsize=_ENDPOINT_CACHE_SIZE)
+def _endpoint_facts(serialized: bytes) -> tuple[tuple[str, str | int | tuple[str, ...]], ...]:
+    """(field, value) for the endpoint's non-empty facts, in attribute order.
+
+    Keyed on the serialized endpoint, as endpoint_resource is: the workload fallback chain
+    walks every label, and the same few endpoints recur in flow after flow.
+    """
+    endpoint = flow_pb2.Endpoint.FromString(serialized)
+    facts: list[tuple[str, str | int | tuple[str, ...]]] = []
     if endpoint.namespace:
-        attrs[keys["namespace"]] = endpoint.namespace
+        facts.append(("namespace", endpoint.namespace))
     if endpoint.pod_name:
-        attrs[keys["pod"]] = endpoint.pod_name
+        facts.append(("pod", endpoint.pod_name))
     workload = workload_name(endpoint)
     if workload != UNKNOWN_SERVICE:
-        attrs[keys["workload"]] = workload
+        facts.append(("workload", workload))
     if endpoint.identity:
-        attrs[keys["identity"]] = endpoint.identity
+        facts.append(("identity", endpoint.identity))
     if endpoint.labels:
-        attrs[keys["labels"]] = list(endpoint.labels)
+        facts.append(("labels", tuple(endpoint.labels)))
+    return tuple(facts)
 
 
 def _policy_names(flow: flow_pb2.Flow) -> list[str]:
