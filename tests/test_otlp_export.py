@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from hubble_bridge.errors import ConfigError
+from hubble_bridge.sinks.otlp_encode import encode_traces
 from hubble_bridge.sinks.otlp_export import OtlpConfig, OtlpExporter
 from hubble_bridge.telemetry import (
     LogRecord,
@@ -90,6 +91,16 @@ def test_all_three_signals_arrive_with_headers(receiver: OtlpReceiver, protocol:
     stats = ex.stats()
     assert (stats["traces"].items_sent, stats["metrics"].items_sent, stats["logs"].items_sent) == (3, 2, 1)
     assert stats["traces"].batches_sent == 1 and stats["traces"].items_failed == 0
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_request_message_is_sent_as_well(receiver: OtlpReceiver, protocol: str) -> None:
+    """Traces go out as bytes written directly; export_request still takes a built message."""
+    ex = exporter(receiver, protocol)
+    assert ex.export_request(encode_traces(spans(2)))
+    ex.shutdown()
+    assert [s.name for s in receiver.spans()] == ["GET /0", "GET /1"]
+    assert ex.stats()["traces"].items_sent == 2
 
 
 def test_empty_batches_send_nothing(receiver: OtlpReceiver) -> None:

@@ -1,5 +1,8 @@
 """The OTLP exporter: encode a batch, send it over the signal's transport, retry what may succeed later.
 
+Traces and logs are written straight to protobuf bytes (otlp_wire); metrics,
+exported once per interval, go through the protobuf message (otlp_encode).
+
 Retries use exponential backoff with jitter, never sooner than the server's
 Retry-After / RetryInfo hint, and stop at the export deadline (timeout_s per
 batch, all attempts included). shutdown() wakes a sleeping backoff at once.
@@ -21,14 +24,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exp
 
 from hubble_bridge import __version__
 from hubble_bridge.sinks.otlp_config import SIGNALS, OtlpConfig, Signal, SignalSettings
-from hubble_bridge.sinks.otlp_encode import (
-    ExportRequest,
-    count_items,
-    encode_logs,
-    encode_metrics,
-    encode_traces,
-    signal_of,
-)
+from hubble_bridge.sinks.otlp_encode import ExportRequest, count_items, encode_metrics, signal_of
 from hubble_bridge.sinks.otlp_transport import (
     ExportError,
     GrpcTransport,
@@ -38,6 +34,7 @@ from hubble_bridge.sinks.otlp_transport import (
     channel_key,
     grpc_channel,
 )
+from hubble_bridge.sinks.otlp_wire import logs_bytes, traces_bytes
 from hubble_bridge.telemetry import LogRecord, MetricsSnapshot, SpanRecord
 
 __all__ = ["OtlpConfig", "OtlpExporter", "SignalStats"]
@@ -100,20 +97,27 @@ class OtlpExporter:
         return GrpcTransport(settings, self._channels[key])
 
     def export_traces(self, spans: Sequence[SpanRecord]) -> bool:
-        return not spans or self.export_request(encode_traces(spans, scope_version=self._scope_version))
+        if not spans:
+            return True
+        return self._export("traces", traces_bytes(spans, scope_version=self._scope_version), len(spans))
 
     def export_metrics(self, snapshots: Sequence[MetricsSnapshot]) -> bool:
         return self.export_request(encode_metrics(snapshots, scope_version=self._scope_version))
 
     def export_logs(self, logs: Sequence[LogRecord]) -> bool:
-        return not logs or self.export_request(encode_logs(logs, scope_version=self._scope_version))
+        if not logs:
+            return True
+        return self._export("logs", logs_bytes(logs, scope_version=self._scope_version), len(logs))
 
     def export_request(self, request: ExportRequest) -> bool:
         """Send an already encoded request; True when the server accepted it (partially or fully)."""
         items = count_items(request)
         if not items:
             return True
-        signal = signal_of(request)
+        return self._export(signal_of(request), request.SerializeToString(), items)
+
+    def _export(self, signal: Signal, request: bytes, items: int) -> bool:
+        """Send a serialized request of `items` spans, data points or log records."""
         started = time.monotonic()
         try:
             response = self._send(signal, request, started + self._settings[signal].timeout_s)
@@ -134,7 +138,7 @@ class OtlpExporter:
         self._record(signal, started, True, items - rejected, rejected, error)
         return True
 
-    def _send(self, signal: Signal, request: Message, deadline: float) -> Message:
+    def _send(self, signal: Signal, request: bytes, deadline: float) -> Message:
         if self._stopped.is_set():
             raise ExportError(f"{signal}: exporter is shut down")
         transport = self._transports[signal]

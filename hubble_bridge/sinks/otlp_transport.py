@@ -1,9 +1,11 @@
 """OTLP transports: gRPC (collector services) and HTTP/protobuf (one keep-alive connection per signal).
 
-A transport sends one encoded request per call, with the time left as its
-deadline, and classifies failures: RetryableExportError for what the OTLP
-specification says may succeed later (with the server's hint of when),
+A transport sends one serialized export request per call, with the time left
+as its deadline, and classifies failures: RetryableExportError for what the
+OTLP specification says may succeed later (with the server's hint of when),
 ExportError for the rest. Messages are one line naming the endpoint.
+Requests arrive as bytes because traces and logs are written straight to the
+wire format (otlp_wire) without ever being protobuf messages.
 """
 
 from __future__ import annotations
@@ -18,15 +20,16 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
-from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from hubble_bridge import __version__
 from hubble_bridge.errors import ConfigError
@@ -45,16 +48,21 @@ RETRYABLE_GRPC = frozenset(
     }
 )
 RETRYABLE_HTTP = frozenset({429, 502, 503, 504})
-# The response type of each signal, and its collector stub and method.
+# The response type of each signal.
 RESPONSES: dict[Signal, type[Message]] = {
     "traces": trace_service_pb2.ExportTraceServiceResponse,
     "metrics": metrics_service_pb2.ExportMetricsServiceResponse,
     "logs": logs_service_pb2.ExportLogsServiceResponse,
 }
-_STUBS: dict[Signal, Callable[[grpc.Channel], Any]] = {
-    "traces": trace_service_pb2_grpc.TraceServiceStub,
-    "metrics": metrics_service_pb2_grpc.MetricsServiceStub,
-    "logs": logs_service_pb2_grpc.LogsServiceStub,
+_SERVICES: dict[Signal, ServiceDescriptor] = {
+    "traces": trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"],
+    "metrics": metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"],
+    "logs": logs_service_pb2.DESCRIPTOR.services_by_name["LogsService"],
+}
+# The collector's Export method of each signal, as its gRPC path ("/package.Service/Export").
+GRPC_METHODS: dict[Signal, str] = {
+    signal: f"/{service.full_name}/{service.methods_by_name['Export'].name}"
+    for signal, service in _SERVICES.items()
 }
 
 
@@ -69,7 +77,7 @@ class RetryableExportError(ExportError):
 
 
 class Transport(Protocol):
-    def send(self, request: Message, timeout_s: float) -> Message: ...
+    def send(self, request: bytes, timeout_s: float) -> Message: ...
 
     def close(self) -> None: ...
 
@@ -101,13 +109,18 @@ def channel_key(settings: SignalSettings) -> tuple[str, bool, str, str, str]:
 class GrpcTransport:
     def __init__(self, settings: SignalSettings, channel: grpc.Channel) -> None:
         self._where = f"{settings.signal} to {settings.target}"
-        self._export = _STUBS[settings.signal](channel).Export
+        # No request serializer: gRPC then sends the request, already bytes, as it is.
+        self._export: Callable[..., Message] = channel.unary_unary(
+            GRPC_METHODS[settings.signal],
+            request_serializer=None,
+            response_deserializer=RESPONSES[settings.signal].FromString,
+        )
         # gRPC metadata keys must be lower case.
         self._metadata = tuple((k.lower(), v) for k, v in settings.headers.items())
         self._compression = grpc.Compression.Gzip if settings.gzip else grpc.Compression.NoCompression
         self._channel = channel
 
-    def send(self, request: Message, timeout_s: float) -> Message:
+    def send(self, request: bytes, timeout_s: float) -> Message:
         try:
             return self._export(
                 request, timeout=timeout_s, metadata=self._metadata, compression=self._compression
@@ -162,8 +175,8 @@ class HttpTransport:
         self._used = False
         self._lock = threading.Lock()
 
-    def send(self, request: Message, timeout_s: float) -> Message:
-        body = request.SerializeToString()
+    def send(self, request: bytes, timeout_s: float) -> Message:
+        body = request
         if self._gzip:
             body = gzip.compress(body, compresslevel=6, mtime=0)
         with self._lock:
