@@ -17,7 +17,8 @@ from hubble_bridge.bench.otlp_sink import CountingOtlpReceiver
 from hubble_bridge.config import load_config
 from hubble_bridge.errors import BridgeError
 from hubble_bridge.pipeline import Bridge
-from hubble_bridge.sinks.otlp_encode import encode_logs, encode_metrics, encode_traces
+from hubble_bridge.sinks.otlp_encode import encode_metrics
+from hubble_bridge.sinks.otlp_wire import logs_bytes, traces_bytes
 from hubble_bridge.sources.relay import RelayClient, build_request
 from hubble_bridge.telemetry import LogRecord, MetricsSnapshot, SpanRecord
 
@@ -75,11 +76,11 @@ class _EncodingSink:
         self.bytes = 0
 
     def export_traces(self, spans: Sequence[SpanRecord]) -> bool:
-        self.bytes += len(encode_traces(spans).SerializeToString())
+        self.bytes += len(traces_bytes(spans))
         return True
 
     def export_logs(self, logs: Sequence[LogRecord]) -> bool:
-        self.bytes += len(encode_logs(logs).SerializeToString())
+        self.bytes += len(logs_bytes(logs))
         return True
 
     def export_metrics(self, snapshots: Sequence[MetricsSnapshot]) -> bool:
