@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from hubble_bridge.config import BridgeConfig
+from hubble_bridge.config import BridgeConfig, SourceConfig
 from hubble_bridge.errors import BridgeError
 from hubble_bridge.filters import FlowFilterSet, filters_from_json
 from hubble_bridge.pipeline import Bridge, Sink
@@ -36,9 +36,21 @@ def build_bridge(config: BridgeConfig) -> Bridge:
     return Bridge(config, build_source(config, stats.add), build_sinks(config), stats=stats)
 
 
+def use_reader_process(source: SourceConfig) -> bool:
+    """`reader_process`: on, off, or auto (on when this process may run on two or more CPUs)."""
+    if source.reader_process == "auto":
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return (usable or 1) >= 2
+    return source.reader_process == "on"
+
+
 def build_source(config: BridgeConfig, count: Callable[[str], None]) -> FlowSource:
     """Relay (filters applied server-side, as `hubble observe` does) or files (filtered here)."""
     if config.source.relay:
+        if use_reader_process(config.source):
+            from hubble_bridge.sources.reader_process import ReaderProcessSource
+
+            return ReaderProcessSource(config.source, on_reconnect=lambda: count("source.reconnects"))
         from hubble_bridge.sources.resilient import ResilientRelaySource
 
         return ResilientRelaySource(config.source, on_reconnect=lambda: count("source.reconnects"))

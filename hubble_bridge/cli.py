@@ -150,7 +150,7 @@ def _flag_layer(args: argparse.Namespace) -> dict[str, Any]:
         source["relay"] = ""
     if getattr(args, "follow", None):
         source["follow"] = True
-    for key in ("since", "number", "first"):
+    for key in ("since", "number", "first", "reader_process"):
         if getattr(args, key, None):
             source[key] = getattr(args, key)
     for name in ("allow", "deny"):
@@ -235,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--first", type=int, metavar="N", help="with --relay: the oldest N buffered flows, then exit"
+    )
+    p.add_argument(
+        "--reader-process",
+        choices=("auto", "on", "off"),
+        help="with --relay: read the stream in a child process, mapping on another core "
+        "(default auto: on with 2+ CPUs)",
     )
     p.add_argument(
         "--allow", action="append", metavar="JSON", help="FlowFilter (protojson) to include; OR-ed"

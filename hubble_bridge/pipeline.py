@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,6 +27,7 @@ from hubble_bridge.mapping.metrics import MetricsAggregator
 from hubble_bridge.mapping.spans import SpanMapper
 from hubble_bridge.selfmetrics import SelfMetrics
 from hubble_bridge.sources.base import FlowSource
+from hubble_bridge.sources.relay import lenient_decode
 from hubble_bridge.telemetry import LogRecord, MetricsSnapshot, SpanRecord, make_resource
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,16 @@ GetFlowsResponse = observer_pb2.GetFlowsResponse
 BATCH = 512  # events the reader hands over at once
 WAKE_S = 0.05  # longest an event waits in the buffer before mapping
 EXPIRE_EVERY_S = 1.0
+
+
+# What a source yields: decoded events, or (from the reader process) their bytes, decoded in the mapper.
+Event = GetFlowsResponse | bytes
+
+
+def _batched(source: FlowSource) -> Iterator[list[Event]]:
+    """One event at a time: hand each over as soon as it arrives (a quiet stream must not wait)."""
+    for response in source:
+        yield [response]
 
 
 class Sink(Protocol):
@@ -80,7 +91,7 @@ class Bridge:
         if config.cluster_name:
             own["k8s.cluster.name"] = config.cluster_name
         self.resource = make_resource(own)
-        self._buffer: list[GetFlowsResponse] = []
+        self._buffer: list[Event] = []
         self._buffer_limit = config.export.queue_batches * BATCH
         self._cond = threading.Condition()
         self._mapping_lock = threading.Lock()  # guards the mapping state against /metrics scrapes
@@ -89,6 +100,7 @@ class Bridge:
         self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=config.export.export_queue)
         self._abort = threading.Event()  # shutdown deadline passed: stop retrying
         self._last_export_ok = True
+        self._undecodable = 0  # event bytes protobuf refused in the mapper
         # readiness: the source says when its stream is open; otherwise the first event tells
         self.connected: threading.Event = getattr(source, "connected", None) or threading.Event()
         self.error: str | None = None
@@ -164,21 +176,14 @@ class Bridge:
     # ---- reader ------------------------------------------------------------------------------
 
     def _read(self) -> None:
-        drop_oldest = self.config.export.overflow == "drop_oldest"
+        # A source that reads in batches (the reader process) hands them over whole: one lock per batch.
+        batches = getattr(self.source, "batches", None)
+        stream = batches() if callable(batches) else _batched(self.source)
         try:
-            for response in self.source:
+            for batch in stream:
                 self.connected.set()
-                with self._cond:
-                    while len(self._buffer) >= self._buffer_limit and not drop_oldest:
-                        if self._stopping.is_set():
-                            return
-                        self._cond.wait(WAKE_S)
-                    if len(self._buffer) >= self._buffer_limit:
-                        del self._buffer[:BATCH]
-                        self.stats.add("flows.dropped", BATCH, reason="queue_full")
-                    self._buffer.append(response)
-                    if len(self._buffer) >= BATCH:
-                        self._cond.notify_all()
+                if not self._enqueue(batch):
+                    return
                 if self._stopping.is_set():
                     break
         except Exception as exc:  # the source's own errors are BridgeErrors with one clear line
@@ -189,6 +194,25 @@ class Bridge:
             self._source_done.set()
             with self._cond:
                 self._cond.notify_all()
+
+    def _enqueue(self, batch: list[Event]) -> bool:
+        """Add events to the buffer; False when stopping while waiting for room."""
+        drop_oldest = self.config.export.overflow == "drop_oldest"
+        with self._cond:
+            while len(self._buffer) >= self._buffer_limit and not drop_oldest:
+                if self._stopping.is_set():
+                    return False
+                self._cond.wait(WAKE_S)
+            overflow = len(self._buffer) + len(batch) - self._buffer_limit
+            if overflow > 0 and drop_oldest:
+                dropped = min(max(overflow, BATCH), len(self._buffer))  # a batch at once: del is a memmove
+                del self._buffer[:dropped]
+                if dropped:
+                    self.stats.add("flows.dropped", dropped, reason="queue_full")
+            self._buffer.extend(batch)
+            if len(self._buffer) >= BATCH:
+                self._cond.notify_all()
+        return True
 
     # ---- mapper ------------------------------------------------------------------------------
 
@@ -236,14 +260,18 @@ class Bridge:
             if finished:
                 return
 
-    def _map_batch(
-        self, batch: list[GetFlowsResponse], spans: list[SpanRecord], logs: list[LogRecord]
-    ) -> int:
+    def _map_batch(self, batch: list[Event], spans: list[SpanRecord], logs: list[LogRecord]) -> int:
         cfg = self.config
         metrics_on, traces_on, logs_on = cfg.export.metrics, cfg.export.traces, cfg.export.logs
         latest = 0
         mapped = 0
-        for response in batch:
+        undecodable = 0
+        for event in batch:
+            # Bytes are decoded here, one at a time, right before mapping: the message is still in cache.
+            response = lenient_decode(event) if type(event) is bytes else event
+            if response is None:
+                undecodable += 1
+                continue
             kind = response.WhichOneof("response_types")
             if kind == "flow":
                 latest = max(latest, event_time_ns(response))
@@ -273,6 +301,7 @@ class Bridge:
                     logs.append(node_status_log(response, cfg.logs))
         self.stats.add("flows.received", len(batch))
         self.stats.add("flows.mapped", mapped)
+        self._undecodable += undecodable
         return latest
 
     def snapshot(self) -> MetricsSnapshot:
@@ -297,6 +326,8 @@ class Bridge:
             ("invalid_messages", "input.invalid"),
         ):
             value = getattr(self.source, attr, None)
+            if attr == "invalid_messages" and isinstance(value, int):
+                value += self._undecodable  # only sources that yield bytes have any
             if isinstance(value, int):
                 st.set_total(name, value)
         for sink in self.sinks:

@@ -72,7 +72,13 @@ class RelayClient:
         self._get_flows = self._channel.unary_stream(
             "/observer.Observer/GetFlows",
             request_serializer=observer_pb2.GetFlowsRequest.SerializeToString,
-            response_deserializer=_lenient_decode,
+            response_deserializer=lenient_decode,
+        )
+        # Raw: messages stay bytes, for a reader that hands them to another process undecoded.
+        self._get_flows_raw = self._channel.unary_stream(
+            "/observer.Observer/GetFlows",
+            request_serializer=observer_pb2.GetFlowsRequest.SerializeToString,
+            response_deserializer=None,
         )
 
     def server_status(self) -> observer_pb2.ServerStatusResponse:
@@ -84,13 +90,16 @@ class RelayClient:
     def get_namespaces(self) -> observer_pb2.GetNamespacesResponse:
         return self._unary(self._stub.GetNamespaces, observer_pb2.GetNamespacesRequest())
 
-    def get_flows(self, request: observer_pb2.GetFlowsRequest) -> FlowStream:
-        """Checks the server answers (within connect_timeout_s), then opens the flow stream."""
+    def get_flows(self, request: observer_pb2.GetFlowsRequest, *, raw: bool = False) -> FlowStream:
+        """Checks the server answers (within connect_timeout_s), then opens the flow stream.
+
+        With `raw`, the stream yields each message's bytes (nothing is decoded or counted as undecodable).
+        """
         # A bare Observer without ServerStatus still serves flows.
         with contextlib.suppress(_Unimplemented):
             self.server_status()
         try:
-            call = self._get_flows(request)
+            call = (self._get_flows_raw if raw else self._get_flows)(request)
         except ValueError:
             raise BridgeError(f"the connection to {self.target} is closed") from None
         return FlowStream(call, self._error)
@@ -116,7 +125,7 @@ class _Unimplemented(BridgeError):
     pass
 
 
-def _lenient_decode(data: bytes) -> observer_pb2.GetFlowsResponse | None:
+def lenient_decode(data: bytes) -> observer_pb2.GetFlowsResponse | None:
     """A message protobuf refuses (e.g. invalid UTF-8 in a string) is skipped, not the end of the stream."""
     try:
         return observer_pb2.GetFlowsResponse.FromString(data)
@@ -137,10 +146,10 @@ class FlowStream:
         self._cancelled = False
         self.undecodable = 0
 
-    def __iter__(self) -> Iterator[observer_pb2.GetFlowsResponse]:
+    def __iter__(self) -> Iterator[observer_pb2.GetFlowsResponse | bytes]:
         return self
 
-    def __next__(self) -> observer_pb2.GetFlowsResponse:
+    def __next__(self) -> observer_pb2.GetFlowsResponse | bytes:
         try:
             while (response := next(self._call)) is None:
                 self.undecodable += 1

@@ -22,7 +22,7 @@ from hubble_bridge.api import observer_pb2
 from hubble_bridge.errors import BridgeError, ConfigError
 from hubble_bridge.filters import filters_from_json
 from hubble_bridge.flows.codec import event_time_ns
-from hubble_bridge.sources.relay import RelayClient, build_request
+from hubble_bridge.sources.relay import RelayClient, build_request, lenient_decode
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class ResilientRelaySource:
         *,
         on_reconnect: Callable[[], None] | None = None,
         max_backoff_s: float = 30.0,
+        raw: bool = False,
     ) -> None:
         cfg = source_config
         self.target: str = cfg.relay  # type: ignore[attr-defined]
@@ -75,6 +76,7 @@ class ResilientRelaySource:
         self._since_ns = parse_since(cfg.since) if cfg.since else None  # type: ignore[attr-defined]
         self._number: int = cfg.number  # type: ignore[attr-defined]
         self._on_reconnect = on_reconnect
+        self._raw = raw  # yield each event's bytes as received (decoded here only to drop duplicates)
         self._closed = threading.Event()
         self._client: RelayClient | None = None
         self._lock = threading.Lock()
@@ -92,7 +94,7 @@ class ResilientRelaySource:
             if self._client is not None:
                 self._client.close()
 
-    def __iter__(self) -> Iterator[GetFlowsResponse]:
+    def __iter__(self) -> Iterator[GetFlowsResponse | bytes]:
         attempt = 0
         while not self._closed.is_set():
             try:
@@ -117,12 +119,17 @@ class ResilientRelaySource:
                 )
                 if self._first and not resumed:
                     request.number = self._first
-                stream = client.get_flows(request)
+                raw = self._raw
+                stream = client.get_flows(request, raw=raw)
                 self.connected.set()
                 try:
                     for response in stream:
                         attempt = 0
-                        if self._seen(response):
+                        event = lenient_decode(response) if raw else response  # type: ignore[arg-type]
+                        if event is None:
+                            self.invalid_messages += 1
+                            continue
+                        if self._seen(event):  # type: ignore[arg-type]
                             self.duplicates += 1
                             continue
                         yield response
