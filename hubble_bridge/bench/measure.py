@@ -16,7 +16,7 @@ from hubble_bridge.bench import naive
 from hubble_bridge.bench.otlp_sink import CountingOtlpReceiver
 from hubble_bridge.config import load_config
 from hubble_bridge.errors import BridgeError
-from hubble_bridge.pipeline import Bridge
+from hubble_bridge.pipeline import BATCH, Bridge
 from hubble_bridge.sinks.otlp_encode import encode_metrics
 from hubble_bridge.sinks.otlp_wire import logs_bytes, traces_bytes
 from hubble_bridge.sources.relay import RelayClient, build_request
@@ -52,7 +52,7 @@ def receive_rate(address: str, count: int) -> float:
 
 
 class _FrameSource:
-    """Serialized events decoded as they are read, as a gRPC stream would deliver them."""
+    """Serialized events in batches, as the reader process hands them over; the Bridge decodes them."""
 
     name = "bench frames"
 
@@ -60,10 +60,13 @@ class _FrameSource:
         self.frames = frames
         self.connected = threading.Event()
 
-    def __iter__(self) -> Iterator[GetFlowsResponse]:
-        decode = GetFlowsResponse.FromString
-        for frame in self.frames:
-            yield decode(frame)
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.frames)
+
+    def batches(self) -> Iterator[list[bytes]]:
+        frames = self.frames
+        for start in range(0, len(frames), BATCH):
+            yield list(frames[start : start + BATCH])
 
     def close(self) -> None:
         pass
