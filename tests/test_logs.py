@@ -22,6 +22,7 @@ from hubble_bridge.mapping.logs import (
     LogConfig,
     event_log,
     flow_log,
+    flow_log_of,
     lost_events_log,
     node_status_log,
 )
@@ -434,3 +435,15 @@ def test_non_flow_events_and_bad_config() -> None:
         LogConfig(verdicts=frozenset({"DROPPED", "DENIED"})).validate()
     with pytest.raises(ConfigError, match="max_list_items"):
         LogConfig(limits=AttributeLimits(max_list_items=0)).validate()
+
+
+def test_only_flows_make_flow_records_and_flow_log_of_matches() -> None:
+    # A response without a flow reads as an empty Flow (verdict 0): selecting everything still gives nothing.
+    everything = LogConfig(verdicts=frozenset({"VERDICT_UNKNOWN", "DROPPED"}), all_flows=True)
+    lost = parse_event_dict({"lost_events": {"source": "PERF_EVENT_RING_BUFFER", "num_events_lost": "3"}})
+    assert lost is not None
+    for response in (observer_pb2.GetFlowsResponse(), lost):
+        assert flow_log(response, everything) is None
+    for config in (LogConfig(), everything):
+        for response in [*_events("kind-drops-2.jsonl"), *_events("gke-istio-http-348.jsonl")[:20]]:
+            assert flow_log_of(response.flow, response, config) == flow_log(response, config)

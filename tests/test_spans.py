@@ -617,3 +617,12 @@ def test_limits_count_what_they_cut() -> None:
     # Cut: the name, the cname item, server.address, client.address, network.peer.address (dropped later).
     assert (m.limit_counts.values, m.limit_counts.lists, m.limit_counts.attributes) == (5, 1, 7)
     assert span.name == "DNS A"
+
+
+def test_process_flow_matches_process_and_needs_a_flow() -> None:
+    flows = load("gke-istio-http-348.jsonl") + load("kind-drops-2.jsonl")
+    a, b = mapper(l3l4_spans=True), mapper(l3l4_spans=True)
+    assert [b.process_flow(r.flow, r) for r in flows] == [a.process(r) for r in flows]
+    assert (a.pending, a.unanswered, a.watermark_ns) == (b.pending, b.unanswered, b.watermark_ns)
+    # No flow reads as an empty Flow: neither L7 nor L3/L4.
+    assert a.process(observer_pb2.GetFlowsResponse()) == []

@@ -125,9 +125,15 @@ def event_log(response: observer_pb2.GetFlowsResponse, config: LogConfig) -> Log
 
 def flow_log(response: observer_pb2.GetFlowsResponse, config: LogConfig) -> LogRecord | None:
     """The record for a flow, or None when the configuration does not select it."""
-    # Most flows make no record: decided from two or three field reads. A response without a flow
-    # reads as an empty Flow here and is turned away by the HasField below.
-    flow = response.flow
+    # A response without a flow reads as an empty Flow, turned away by flow_log_of's HasField.
+    return flow_log_of(response.flow, response, config)
+
+
+def flow_log_of(
+    flow: flow_pb2.Flow, response: observer_pb2.GetFlowsResponse, config: LogConfig
+) -> LogRecord | None:
+    """`flow_log` for a caller that has read `flow = response.flow` already (each read costs)."""
+    # Most flows make no record: decided from two field reads.
     verdict = flow.verdict
     if config.policy_denials and flow.event_type.type == _EVENT_POLICY_VERDICT and _denies(flow, verdict):
         event, severity = EVENT_POLICY_DENIED, Severity.WARN

@@ -106,9 +106,12 @@ class SpanMapper:
         return len(self._table)
 
     def process(self, response: observer_pb2.GetFlowsResponse) -> list[SpanRecord]:
-        # Most flows are L3/L4: two field reads decide that they make nothing. A response without
-        # a flow reads as an empty Flow (UNKNOWN_TYPE, no l7 or l4), so it needs no HasField.
-        flow = response.flow
+        # A response without a flow reads as an empty Flow (UNKNOWN_TYPE, no l7 or l4): no span.
+        return self.process_flow(response.flow, response)
+
+    def process_flow(self, flow: flow_pb2.Flow, response: observer_pb2.GetFlowsResponse) -> list[SpanRecord]:
+        """`process` for a caller that has read `flow = response.flow` already (each read costs)."""
+        # Most flows are L3/L4: one field read decides that they make nothing.
         flow_type = flow.Type
         if flow_type != _L7:
             if flow_type == _L3_L4:
