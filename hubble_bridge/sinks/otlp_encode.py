@@ -2,6 +2,9 @@
 
 Records are grouped by resource (first-seen order) under one instrumentation
 scope. Resources repeat across batches, so their encoded form is cached.
+The OTLP exporter sends traces and logs as otlp_wire bytes instead (4x
+cheaper); these messages remain what OTLP/JSON is made from, what metrics
+are sent as, and the reference otlp_wire is tested against.
 """
 
 from __future__ import annotations

@@ -318,7 +318,7 @@ class FragmentCache:
             else:
                 fragment = self._long_string(fragments.key_part, encoded)
         else:
-            number = int64(value)
+            number = varint(value) if 0 <= value <= _INT64_MAX else int64(value)
             total = len(fragments.key_part) + len(number) + 3
             if total < 0x80:
                 fragment = fragments.short_int % (total, len(number) + 1, number)
@@ -339,15 +339,15 @@ class FragmentCache:
         )
 
     def _list(self, fragments: _KeyFragments, key: str, items: tuple[Any, ...]) -> bytes:
-        if not all(type(item) is str for item in items):
-            return key_value(self.field, key, items)
         fragment = None
-        if len(items) == 1:
+        if len(items) == 1 and type(items[0]) is str:
             encoded = items[0].encode()
             size = len(encoded)
             total = len(fragments.key_part) + size + 8
             if total < 0x80:
                 fragment = fragments.short_list % (total, size + 6, size + 4, size + 2, size, encoded)
+        elif not all(type(item) is str for item in items):
+            return key_value(self.field, key, items)
         if fragment is None:
             fragment = key_value(self.field, key, items)
         if fragments.cached:
@@ -410,18 +410,14 @@ def _request(
             groups = _write_grouped(records, write, cache, by_identity=False)
     except struct.error:
         raise ValueError("Value out of range: a timestamp is not a uint64") from None
-    out = bytearray()
+    parts: list[bytes | bytearray] = []  # joined once: the records are copied a single time
     for resource, encoded in groups:
         resource_entry = _resource(resource_field, resource)
         scoped_len = len(scope) + len(encoded)
         scoped_key = scoped_field + varint(scoped_len)
-        out += entry_field
-        out += varint(len(resource_entry) + len(scoped_key) + scoped_len)
-        out += resource_entry
-        out += scoped_key
-        out += scope
-        out += encoded
-    return bytes(out)
+        entry_len = varint(len(resource_entry) + len(scoped_key) + scoped_len)
+        parts += (entry_field, entry_len, resource_entry, scoped_key, scope, encoded)
+    return b"".join(parts)
 
 
 def _write_grouped(
@@ -473,6 +469,20 @@ def _close(out: bytearray, start: int) -> None:
         out[start - 2 : start] = varint(size)
 
 
+# Span names repeat (methods, DNS and Kafka names): encoded ones are kept, a bounded number.
+_NAMES: dict[str, bytes] = {}
+_MAX_NAMES = 4096
+
+
+def _name(name: str) -> bytes:
+    encoded = _string(_NAME, name)
+    if len(_NAMES) >= _MAX_NAMES:
+        _NAMES.clear()
+    if len(encoded) <= 256:
+        _NAMES[name] = encoded
+    return encoded
+
+
 _times = struct.Struct(f"<{len(_START)}sQ{len(_END)}sQ").pack
 
 
@@ -498,8 +508,12 @@ def _write_span(out: bytearray, span: SpanRecord, cache: FragmentCache) -> None:
         out += parent
     elif parent:
         out += _bytes(_PARENT_SPAN_ID, parent)
-    if span.name:
-        out += _string(_NAME, span.name)
+    name = span.name
+    if name:
+        encoded_name = _NAMES.get(name)
+        if encoded_name is None:
+            encoded_name = _name(name)
+        out += encoded_name
     kind = span.kind
     if kind:
         out += _KIND
