@@ -223,10 +223,11 @@ class FragmentCache:
     encode differently.
 
     Bound: a fragment longer than `max_fragment` bytes is not kept, and when
-    `max_entries` fragments or `max_bytes` of them are held everything is
-    cleared and starts over. Memory therefore stays under about twice
-    max_bytes (the fragments, and the attribute values keying them) plus ~200
-    bytes per entry, whatever the values are.
+    `max_entries` fragments or `max_bytes` of them are held, or `max_entries`
+    distinct keys, everything is cleared and starts over. Memory therefore
+    stays under about twice max_bytes (the fragments, and the attribute values
+    keying them) plus ~200 bytes per entry and ~500 per key, whatever the
+    attributes are.
 
     Keys whose values hardly repeat (flow uuids, client ports, request ids)
     would fill the cache with entries never found again and force clears that
