@@ -21,8 +21,8 @@ from typing import Protocol
 from hubble_bridge import __version__
 from hubble_bridge.api import flow_pb2, observer_pb2, relay_pb2
 from hubble_bridge.config import BridgeConfig
-from hubble_bridge.flows.codec import enum_name, event_time_ns
-from hubble_bridge.mapping.logs import flow_log, lost_events_log, node_status_log
+from hubble_bridge.flows.codec import enum_name
+from hubble_bridge.mapping.logs import flow_log_of, lost_events_log, node_status_log
 from hubble_bridge.mapping.metrics import MetricsAggregator
 from hubble_bridge.mapping.spans import SpanMapper
 from hubble_bridge.selfmetrics import SelfMetrics
@@ -223,7 +223,7 @@ class Bridge:
         next_flush = time.monotonic() + export.flush_interval_s
         next_metrics = time.monotonic() + export.metric_interval_s
         next_expire = time.monotonic() + EXPIRE_EVERY_S
-        stream_now_ns = 0
+        flows_seen = False  # span expiry runs on stream time: nothing to do before the first flow
         while True:
             with self._cond:
                 if len(self._buffer) < BATCH and not self._source_done.is_set():
@@ -234,9 +234,9 @@ class Bridge:
                 finished = self._source_done.is_set() and not self._buffer
             if batch:
                 with self._mapping_lock:
-                    stream_now_ns = max(stream_now_ns, self._map_batch(batch, spans, logs))
+                    flows_seen = self._map_batch(batch, spans, logs) > 0 or flows_seen
             now = time.monotonic()
-            if now >= next_expire and stream_now_ns:
+            if now >= next_expire and flows_seen:
                 with self._mapping_lock:
                     # the mapper's watermark ignores a lone far-future flow time
                     spans.extend(self.spans.expire(self.spans.watermark_ns))
@@ -261,9 +261,11 @@ class Bridge:
                 return
 
     def _map_batch(self, batch: list[Event], spans: list[SpanRecord], logs: list[LogRecord]) -> int:
+        """Map one batch; returns how many flows it held."""
         cfg = self.config
-        metrics_on, traces_on, logs_on = cfg.export.metrics, cfg.export.traces, cfg.export.logs
-        latest = 0
+        metrics_flow = self.metrics.process_flow if cfg.export.metrics else None
+        spans_flow = self.spans.process_flow if cfg.export.traces else None
+        log_config = cfg.logs if cfg.export.logs else None
         mapped = 0
         undecodable = 0
         for event in batch:
@@ -274,35 +276,39 @@ class Bridge:
                 continue
             kind = response.WhichOneof("response_types")
             if kind == "flow":
-                latest = max(latest, event_time_ns(response))
-                if metrics_on:
-                    self.metrics.process(response)
-                if traces_on:
-                    spans.extend(self.spans.process(response))
-                if logs_on:
-                    record = flow_log(response, cfg.logs)
+                flow = response.flow
+                if metrics_flow is not None:
+                    metrics_flow(flow)
+                if spans_flow is not None:
+                    made = spans_flow(flow, response)
+                    if made:
+                        spans.extend(made)
+                if log_config is not None:
+                    record = flow_log_of(flow, response, log_config)
                     if record is not None:
                         logs.append(record)
                 mapped += 1
             elif kind == "lost_events":
-                lost = response.lost_events
-                source = enum_name(
-                    flow_pb2.LostEventSource, lost.source
-                ).lower()  # as hubble_lost_events_total
-                self.stats.add("lost_events", lost.num_events_lost, source=source)
-                if metrics_on:
-                    self.metrics.process(response)
-                if logs_on:
-                    logs.append(lost_events_log(response, cfg.logs))
+                self._map_lost_events(response, logs)
             elif kind == "node_status":
                 state = enum_name(relay_pb2.NodeState, response.node_status.state_change)
                 self.stats.add("node_status.changes", state=state)
-                if logs_on:
-                    logs.append(node_status_log(response, cfg.logs))
+                if log_config is not None:
+                    logs.append(node_status_log(response, log_config))
         self.stats.add("flows.received", len(batch))
         self.stats.add("flows.mapped", mapped)
         self._undecodable += undecodable
-        return latest
+        return mapped
+
+    def _map_lost_events(self, response: GetFlowsResponse, logs: list[LogRecord]) -> None:
+        cfg = self.config
+        lost = response.lost_events
+        source = enum_name(flow_pb2.LostEventSource, lost.source).lower()  # as hubble_lost_events_total
+        self.stats.add("lost_events", lost.num_events_lost, source=source)
+        if cfg.export.metrics:
+            self.metrics.process(response)
+        if cfg.export.logs:
+            logs.append(lost_events_log(response, cfg.logs))
 
     def snapshot(self) -> MetricsSnapshot:
         """Flow metrics and self-metrics as of now (cumulative)."""
