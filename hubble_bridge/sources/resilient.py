@@ -82,6 +82,7 @@ class ResilientRelaySource:
         self._lock = threading.Lock()
         self._wait = wait_exponential_jitter(multiplier=0.2, max=max_backoff_s, jitter=0.5)
         self._last_ns = 0
+        self._future_limit_ns = 0  # now + FUTURE_LIMIT_NS, refreshed only when a time passes it
         self._recent: deque[tuple[int, tuple[object, ...]]] = deque()
         self._recent_keys: set[tuple[object, ...]] = set()
         self.duplicates = 0
@@ -178,18 +179,26 @@ class ResilientRelaySource:
             log.debug("GetNodes on %s: %s", self.target, exc)
 
     def _seen(self, response: GetFlowsResponse) -> bool:
-        t = event_time_ns(response)
-        key = event_key(response)
-        if key in self._recent_keys:
+        # Runs for every event: the common case (a flow with a uuid, the response time set) reads
+        # three fields; the uuid string is the key itself (other keys are tuples, never equal to it).
+        stamp = response.time
+        t = stamp.seconds * 1_000_000_000 + stamp.nanos or event_time_ns(response)
+        key: object = response.flow.uuid or event_key(response)
+        recent_keys = self._recent_keys
+        if key in recent_keys:
             return True
         self._recent.append((t, key))
-        self._recent_keys.add(key)
+        recent_keys.add(key)
         # A flow stamped far in the future (a broken clock, a hostile peer) must not become the resume point.
-        if self._last_ns < t <= time.time_ns() + FUTURE_LIMIT_NS:
-            self._last_ns = t
-        horizon = self._last_ns - 2 * DEDUPE_WINDOW_NS
-        while self._recent and self._recent[0][0] < horizon:
-            self._recent_keys.discard(self._recent.popleft()[1])
+        if t > self._last_ns:
+            if t > self._future_limit_ns:
+                self._future_limit_ns = time.time_ns() + FUTURE_LIMIT_NS
+            if t <= self._future_limit_ns:
+                self._last_ns = t
+                horizon = t - 2 * DEDUPE_WINDOW_NS
+                recent = self._recent
+                while recent[0][0] < horizon:
+                    recent_keys.discard(recent.popleft()[1])
         return False
 
 
