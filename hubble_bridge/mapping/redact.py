@@ -118,6 +118,76 @@ def scan_headers(
     return attributes, found
 
 
+class HeaderScanner:
+    """`scan_headers` for one configuration and one `wanted` set, for callers that scan often.
+
+    What a header name means (kept? wanted? redacted?) is worked out once per name as the
+    wire spells it and remembered, so a header costs one read and one dict lookup.
+    """
+
+    MAX_NAMES = 512  # names are a few dozen per cluster; hostile input must not grow the table
+
+    def __init__(self, cfg: RedactConfig, wanted: frozenset[str]) -> None:
+        self._cfg = cfg
+        self._wanted = wanted
+        # wire name -> (lower name if wanted else None, attribute key or None, redacted)
+        self._plans: dict[str, tuple[str | None, str | None, bool]] = {}
+
+    def scan(self, headers: Iterable[Header]) -> tuple[dict[str, list[str]], dict[str, str]]:
+        """Same result as `scan_headers(headers, cfg, wanted)`."""
+        attributes: dict[str, list[str]] = {}
+        found: dict[str, str] = {}
+        plans = self._plans
+        for header in headers:
+            key = header.key
+            plan = plans.get(key)
+            if plan is None:
+                plan = self._plan(key)
+            name, attribute, redacted = plan
+            if name is not None and name not in found:
+                found[name] = value = header.value
+                if attribute is None:
+                    continue
+            elif attribute is None:
+                continue
+            else:
+                value = header.value
+            if redacted:
+                value = REDACTED
+            values = attributes.get(attribute)  # type: ignore[arg-type]
+            if values is None:
+                attributes[attribute] = [value]  # type: ignore[index]
+            else:
+                values.append(value)
+        return attributes, found
+
+    def wanted(self, headers: Iterable[Header]) -> dict[str, str]:
+        """Only the `found` half of `scan`: the raw first value of each wanted header."""
+        found: dict[str, str] = {}
+        plans = self._plans
+        for header in headers:
+            key = header.key
+            plan = plans.get(key)
+            if plan is None:
+                plan = self._plan(key)
+            name = plan[0]
+            if name is not None and name not in found:
+                found[name] = header.value
+        return found
+
+    def _plan(self, key: str) -> tuple[str | None, str | None, bool]:
+        cfg = self._cfg
+        name = key.lower()
+        plan = (
+            name if name in self._wanted else None,
+            cfg._header_keys.get(name),
+            cfg.enabled and name in cfg._sensitive,
+        )
+        if len(self._plans) < self.MAX_NAMES:
+            self._plans[key] = plan
+        return plan
+
+
 def _redact_userinfo(base: str) -> str:
     # Userinfo only exists in an authority: after "scheme://" (or a leading "//"), up to the next "/".
     sep = base.find("://")

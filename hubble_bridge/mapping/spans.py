@@ -36,22 +36,32 @@ from hubble_bridge.errors import ConfigError
 from hubble_bridge.flows.codec import timestamp_ns
 from hubble_bridge.mapping import semconv as sc
 from hubble_bridge.mapping.limits import UINT64_MAX, AttributeLimits, LimitCounts, apply_limits, limit_str
-from hubble_bridge.mapping.redact import RedactConfig, scan_headers
+from hubble_bridge.mapping.redact import HeaderScanner, RedactConfig
 from hubble_bridge.mapping.resource import endpoint_resource
-from hubble_bridge.mapping.spans_attrs import Fields, l7_body, l7_fields, read_net, span_kind
+from hubble_bridge.mapping.spans_attrs import (
+    Fields,
+    L7Body,
+    UrlParts,
+    dns_fields,
+    exchange_fields,
+    http_fields,
+    kafka_fields,
+    read_net,
+    span_kind,
+)
 from hubble_bridge.mapping.spans_context import (
+    USER_AGENT,
     WANTED_HEADERS,
     X_REQUEST_ID,
     IdGenerator,
-    correlation_key,
+    header_correlation_key,
     incoming_context,
-    wanted_headers,
 )
-from hubble_bridge.mapping.spans_join import JoinTable, PendingRequest, join_keys
+from hubble_bridge.mapping.spans_join import JoinKey, JoinTable, PendingRequest, connection_key
 from hubble_bridge.mapping.spans_l3l4 import l3l4_fields
 from hubble_bridge.telemetry import SpanKind, SpanRecord, StatusCode
 
-_NO_HEADERS: tuple[dict[str, list[str]], dict[str, str]] = ({}, {})
+_NO_FOUND: dict[str, str] = {}  # shared, never written: found headers of a flow that has none
 _LEAP_NS = 3600 * 1_000_000_000
 _L7 = flow_pb2.L7
 _L3_L4 = flow_pb2.L3_L4
@@ -60,6 +70,9 @@ _REQUEST = flow_pb2.REQUEST
 _RESPONSE = flow_pb2.RESPONSE
 _DROPPED = flow_pb2.DROPPED
 _SERVER = SpanKind.SERVER
+_CLIENT = SpanKind.CLIENT
+_INGRESS = flow_pb2.INGRESS
+_UNSET = StatusCode.UNSET
 
 
 @dataclass
@@ -100,6 +113,8 @@ class SpanMapper:
         self.evicted = 0  # of those, ended early because max_pending was reached
         self.watermark_ns = 0  # latest flow time seen: the stream's clock
         self.limit_counts = LimitCounts()  # attribute values, lists and keys cut by AttributeLimits
+        self._headers = HeaderScanner(config.redact, WANTED_HEADERS)
+        self._urls = UrlParts(config.redact)
 
     @property
     def pending(self) -> int:
@@ -171,12 +186,29 @@ class SpanMapper:
     def _request(
         self, flow: flow_pb2.Flow, l7: flow_pb2.Layer7, node: str, time_ns: int, out: list[SpanRecord]
     ) -> None:
-        record, body = l7_body(l7)
-        found = wanted_headers(body.headers) if record == "http" else {}  # type: ignore[union-attr]
-        net = read_net(flow)
-        kind = span_kind(net[0], record, body)
-        join_key, _ = join_keys(net, record, body, node, found.get(X_REQUEST_ID, ""), reply=False)
-        request = self._new_request(flow, node, time_ns, kind, found, flow.destination.identity, join_key)
+        # A request only files itself: its attributes are read from the response when it comes,
+        # or from its own flow (kept in the table) when it expires unanswered.
+        record = l7.WhichOneof("record")
+        direction = flow.traffic_direction
+        found = _NO_FOUND
+        if record == "http":
+            http = l7.http
+            found = self._headers.wanted(http.headers)
+            request_id = found.get(X_REQUEST_ID)
+            if request_id:
+                join_key: JoinKey = ("x", request_id, node, direction)
+            else:
+                join_key = connection_key(read_net(flow), node, False, http.method, http.url)
+            kind = _SERVER if direction == _INGRESS else _CLIENT
+        elif record == "dns":
+            dns = l7.dns
+            qtypes = dns.qtypes
+            join_key = connection_key(read_net(flow), node, False, dns.query, qtypes[0] if qtypes else "")
+            kind = _SERVER if direction == _INGRESS else _CLIENT
+        else:
+            join_key = connection_key(read_net(flow), node, False)
+            kind = span_kind(direction, record, getattr(l7, record) if record is not None else None)
+        request = self._new_request(flow, node, time_ns, kind, found, join_key, False)
         table = self._table
         if len(table) >= self.config.max_pending:
             oldest = table.oldest()
@@ -187,36 +219,70 @@ class SpanMapper:
         table.add(request)
 
     def _response(self, flow: flow_pb2.Flow, l7: flow_pb2.Layer7, node: str, time_ns: int) -> SpanRecord:
-        config = self.config
-        record, body = l7_body(l7)
-        headers, found = (
-            scan_headers(body.headers, config.redact, WANTED_HEADERS)  # type: ignore[union-attr]
-            if record == "http"
-            else _NO_HEADERS
-        )
+        record = l7.WhichOneof("record")
         net = read_net(flow)
-        keys = join_keys(net, record, body, node, found.get(X_REQUEST_ID, ""), reply=True)
+        direction = net[0]
+        take = self._table.take
+        found = _NO_FOUND
+        headers = None
+        # Each kind reads its fields once, for the join and then the attributes. The connection key
+        # is narrowed by what the response repeats, so that parallel queries on one socket (A and
+        # AAAA) or multiplexed HTTP/2 streams do not pair up by arrival order alone.
+        if record == "http":
+            http = l7.http
+            headers, found = self._headers.scan(http.headers)
+            method, url = http.method, http.url
+            request_id = found.get(X_REQUEST_ID)
+            request = take(("x", request_id, node, direction)) if request_id else None
+            if request is None:
+                request = take(connection_key(net, node, True, method, url))
+            request, request_ns = self._answered(request, flow, node, time_ns, record, http, found)
+            head = http_fields(http, method, url, True, request.kind, self._urls, found.get(USER_AGENT))
+        elif record == "dns":
+            dns = l7.dns
+            query, qtypes = dns.query, dns.qtypes[:]  # a list copy; cheaper than list() on a repeated field
+            request = take(connection_key(net, node, True, query, qtypes[0] if qtypes else ""))
+            request, request_ns = self._answered(request, flow, node, time_ns, record, dns, found)
+            head = dns_fields(dns, query, qtypes, True)
+        elif record == "kafka":
+            kafka = l7.kafka
+            request = take(connection_key(net, node, True))
+            request, request_ns = self._answered(request, flow, node, time_ns, record, kafka, found)
+            head = kafka_fields(kafka, kafka.api_key)
+        else:
+            request = take(connection_key(net, node, True))
+            request, request_ns = self._answered(request, flow, node, time_ns, record, None, found)
+            head = ("L7", {}, _UNSET, "")
         # A response runs server -> client: its source is the server.
         server, client = flow.source, flow.destination
-        request = self._table.take(*keys)
-        if request is None:
-            kind = span_kind(net[0], record, body)
-            request = self._new_request(flow, node, time_ns, kind, found, server.identity, ())
-            request_ns = time_ns
-        else:
-            if request.kind == _SERVER and not request.linked:
-                self._table.link_client(request)  # the client REQUEST may have reached us after the server's
-            request_ns = min(request.time_ns, time_ns)
         kind = request.kind
-        latency = l7.latency_ns
-        fields = l7_fields(
-            flow, record, body, net, True, kind, node, config.redact, headers, found, client, server
-        )
+        fields = exchange_fields(flow, net, True, kind, node, client.identity, server.identity, head)
+        if headers:
+            fields[1].update(headers)
         if request.flow is not flow and request.flow.verdict == _DROPPED:
             fields[1][sc.HUBBLE_VERDICT] = "DROPPED"
             fields = (fields[0], fields[1], StatusCode.ERROR, "request dropped by Cilium")
+        latency = l7.latency_ns
         endpoint = server if kind == _SERVER else client
         return self._record(request, endpoint, fields, time_ns - latency if latency else request_ns, time_ns)
+
+    def _answered(
+        self,
+        request: PendingRequest | None,
+        flow: flow_pb2.Flow,
+        node: str,
+        time_ns: int,
+        record: str | None,
+        body: L7Body,
+        found: dict[str, str],
+    ) -> tuple[PendingRequest, int]:
+        """The request a response answers and the exchange's start, standing in for a lone response."""
+        if request is None:
+            kind = span_kind(flow.traffic_direction, record, body)
+            return self._new_request(flow, node, time_ns, kind, found, (), True), time_ns
+        if request.kind == _SERVER and not request.linked:
+            self._table.link_client(request)  # the client REQUEST may have reached us after the server's
+        return request, min(request.time_ns, time_ns)
 
     def _new_request(
         self,
@@ -225,34 +291,51 @@ class SpanMapper:
         time_ns: int,
         kind: SpanKind,
         found: dict[str, str],
-        server_identity: int,
-        join_key: tuple[object, ...],
+        join_key: JoinKey,
+        reply: bool,
     ) -> PendingRequest:
-        trace_id, parent, state = incoming_context(flow, found)
+        """The pending request for `flow` (the RESPONSE itself when `reply`: a lone response)."""
         new_trace, span_id = self._ids.new_ids(flow.uuid)
-        exchange = correlation_key(found, trace_id, server_identity)
-        request = PendingRequest(
-            flow, node, time_ns, kind, trace_id or new_trace, span_id, parent, state, join_key, exchange
-        )
-        if kind == _SERVER:
-            self._table.link_client(request)
+        exchange = header_correlation_key(found)
+        request = PendingRequest(flow, node, time_ns, kind, new_trace, span_id, b"", "", join_key, exchange)
+        table = self._table
+        # A server span linked to its client's takes the client's context: its own is not read.
+        if exchange is not None and kind == _SERVER and table.link_client(request):
+            return request
+        trace_id, request.parent_span_id, request.trace_state = incoming_context(flow, found)
+        if trace_id:
+            request.trace_id = trace_id
+            if exchange is None:
+                server_identity = flow.source.identity if reply else flow.destination.identity
+                request.exchange_key = ("t", trace_id.hex(), str(server_identity))
+                if kind == _SERVER:
+                    table.link_client(request)
         return request
 
     def _unanswered_span(self, request: PendingRequest, clock_ns: int) -> SpanRecord:
-        config = self.config
         flow = request.flow
-        record, body = l7_body(flow.l7)
-        headers, found = (
-            scan_headers(body.headers, config.redact, WANTED_HEADERS)  # type: ignore[union-attr]
-            if record == "http"
-            else _NO_HEADERS
-        )
-        net = read_net(flow)
-        client, server = flow.source, flow.destination
+        l7 = flow.l7
+        record = l7.WhichOneof("record")
         kind = request.kind
-        fields = l7_fields(
-            flow, record, body, net, False, kind, request.node, config.redact, headers, found, client, server
+        headers = None
+        if record == "http":
+            http = l7.http
+            headers, found = self._headers.scan(http.headers)
+            head = http_fields(http, http.method, http.url, False, kind, self._urls, found.get(USER_AGENT))
+        elif record == "dns":
+            dns = l7.dns
+            head = dns_fields(dns, dns.query, dns.qtypes[:], False)
+        elif record == "kafka":
+            kafka = l7.kafka
+            head = kafka_fields(kafka, kafka.api_key)
+        else:
+            head = ("L7", {}, _UNSET, "")
+        client, server = flow.source, flow.destination
+        fields = exchange_fields(
+            flow, read_net(flow), False, kind, request.node, client.identity, server.identity, head
         )
+        if headers:
+            fields[1].update(headers)
         fields[1][sc.HUBBLE_L7_UNANSWERED] = True
         self.unanswered += 1
         start_ns = request.time_ns

@@ -106,34 +106,121 @@ def read_net(flow: flow_pb2.Flow) -> Net:
     return flow.traffic_direction, arm, ip.ipVersion, ip.source, 0, ip.destination, 0
 
 
-def l7_fields(
+def http_fields(
+    http: flow_pb2.HTTP,
+    method: str,
+    url: str,
+    reply: bool,
+    kind: SpanKind,
+    urls: UrlParts,
+    agent: str | None,
+) -> tuple[str, Attributes, StatusCode, str]:
+    """The HTTP head of the attributes; `method` and `url` are read by the caller for the join."""
+    if method in KNOWN_METHODS:
+        attrs: Attributes = {sc.HTTP_REQUEST_METHOD: method}
+        name = method
+    elif method:
+        attrs = {sc.HTTP_REQUEST_METHOD: "_OTHER", sc.HTTP_REQUEST_METHOD_ORIGINAL: method}
+        name = "HTTP"
+    else:
+        attrs = {sc.HTTP_REQUEST_METHOD: "_OTHER"}
+        name = "HTTP"
+    code = http.code if reply else 0
+    if code:
+        attrs[sc.HTTP_RESPONSE_STATUS_CODE] = code
+    if url:
+        attrs.update(urls.attributes(url))
+    attrs[sc.NETWORK_PROTOCOL_NAME] = "http"
+    protocol = http.protocol
+    version = _VERSIONS.get(protocol)
+    if version is None:
+        version = protocol_version(protocol)
+        if len(_VERSIONS) < _VERSIONS_MAX:
+            _VERSIONS[protocol] = version
+    if version:
+        attrs[sc.NETWORK_PROTOCOL_VERSION] = version
+    if agent:
+        attrs[sc.USER_AGENT_ORIGINAL] = agent
+    if code >= (500 if kind == _SERVER else 400):
+        attrs[sc.ERROR_TYPE] = str(code)
+        return name, attrs, _ERROR, f"HTTP status {code}"
+    return name, attrs, _UNSET, ""
+
+
+def dns_fields(
+    dns: flow_pb2.DNS, query: str, qtypes: list[str], reply: bool
+) -> tuple[str, Attributes, StatusCode, str]:
+    """The DNS head of the attributes; `query` and `qtypes` are read by the caller for the join."""
+    attrs: Attributes = {}
+    if query:
+        attrs[sc.DNS_QUESTION_NAME] = query[:-1] if query.endswith(".") else query
+    attrs[sc.NETWORK_PROTOCOL_NAME] = "dns"
+    if qtypes:
+        attrs[sc.HUBBLE_DNS_QTYPES] = qtypes
+        name = f"DNS {qtypes[0]}"
+    else:
+        name = "DNS"
+    source = dns.observation_source
+    if source:
+        attrs[sc.HUBBLE_DNS_OBSERVATION_SOURCE] = source
+    if not reply:
+        return name, attrs, _UNSET, ""
+    rcode = dns.rcode
+    attrs[sc.HUBBLE_DNS_RCODE] = rcode
+    values = dns.ips
+    if values:
+        attrs[sc.DNS_ANSWERS] = values[:]
+    values = dns.cnames
+    if values:
+        attrs[sc.HUBBLE_DNS_CNAMES] = values[:]
+    values = dns.rrtypes
+    if values:
+        attrs[sc.HUBBLE_DNS_RRTYPES] = values[:]
+    ttl = dns.ttl
+    if ttl:
+        attrs[sc.HUBBLE_DNS_TTL] = ttl
+    if rcode:
+        error = DNS_RCODE_MNEMONIC.get(rcode) or str(rcode)
+        attrs[sc.ERROR_TYPE] = error
+        return name, attrs, _ERROR, f"DNS rcode {error}"
+    return name, attrs, _UNSET, ""
+
+
+def kafka_fields(kafka: flow_pb2.Kafka, operation: str) -> tuple[str, Attributes, StatusCode, str]:
+    """The Kafka head of the attributes; `operation` (api_key) is read by the caller for the kind."""
+    topic = kafka.topic
+    attrs: Attributes = {sc.MESSAGING_SYSTEM: "kafka", sc.NETWORK_PROTOCOL_NAME: "kafka"}
+    if operation:
+        attrs[sc.MESSAGING_OPERATION_NAME] = operation
+        operation_type = _KAFKA_OPERATION_TYPE.get(operation)
+        if operation_type:
+            attrs[sc.MESSAGING_OPERATION_TYPE] = operation_type
+    if topic:
+        attrs[sc.MESSAGING_DESTINATION_NAME] = topic
+    attrs[sc.HUBBLE_KAFKA_API_VERSION] = kafka.api_version
+    attrs[sc.HUBBLE_KAFKA_CORRELATION_ID] = kafka.correlation_id
+    error_code = kafka.error_code
+    attrs[sc.MESSAGING_KAFKA_ERROR_CODE] = error_code
+    name = f"{operation} {topic}" if operation and topic else operation or topic or "kafka"
+    if error_code:
+        attrs[sc.ERROR_TYPE] = str(error_code)
+        return name, attrs, _ERROR, f"Kafka error code {error_code}"
+    return name, attrs, _UNSET, ""
+
+
+def exchange_fields(
     flow: flow_pb2.Flow,
-    record: str | None,
-    body: L7Body,
     net: Net,
     reply: bool,
     kind: SpanKind,
     node: str,
-    redact: RedactConfig,
-    headers: Attributes,
-    found: dict[str, str],
-    client: flow_pb2.Endpoint,
-    server: flow_pb2.Endpoint,
+    client_identity: int,
+    server_identity: int,
+    head: tuple[str, Attributes, StatusCode, str],
 ) -> Fields:
-    """(name, attributes, status, status message); `reply` says `flow` is the RESPONSE.
-
-    `client` and `server` are the request's source and destination endpoints, which the
-    caller has already read for the resource.
-    """
-    attrs: Attributes = {}
-    if record == "http":
-        name, status, message = _http(body, reply, kind, redact, found, attrs)  # type: ignore[arg-type]
-    elif record == "dns":
-        name, status, message = _dns(body, reply, attrs)  # type: ignore[arg-type]
-    elif record == "kafka":
-        name, status, message = _kafka(body, attrs)  # type: ignore[arg-type]
-    else:
-        name, status, message = "L7", _UNSET, ""
+    """`head` (name, protocol attributes, status) completed with the network and Hubble attributes,
+    which every L7 kind shares; `reply` says `flow` is the RESPONSE."""
+    name, attrs, status, message = head
     direction, arm, ip_version, source_ip, source_port, destination_ip, destination_port = net
     if reply:  # the RESPONSE runs server -> client
         server_ip, server_port = source_ip, source_port
@@ -169,9 +256,7 @@ def l7_fields(
     attrs[sc.HUBBLE_VERDICT] = VERDICT.get(verdict) or str(verdict)
     if verdict == _DROPPED and status != _ERROR:
         status, message = _ERROR, "request dropped by Cilium"
-    hubble_attributes(flow, direction, node, client.identity, server.identity, attrs)
-    if headers:
-        attrs.update(headers)
+    hubble_attributes(flow, direction, node, client_identity, server_identity, attrs)
     return name, attrs, status, message
 
 
@@ -233,106 +318,34 @@ def split_url(url: str) -> tuple[str, str, str]:
     return scheme, path, query
 
 
-def _http(
-    http: flow_pb2.HTTP,
-    reply: bool,
-    kind: SpanKind,
-    redact: RedactConfig,
-    found: dict[str, str],
-    attrs: Attributes,
-) -> tuple[str, StatusCode, str]:
-    method = http.method
-    if method in KNOWN_METHODS:
-        attrs[sc.HTTP_REQUEST_METHOD] = name = method
-    else:
-        attrs[sc.HTTP_REQUEST_METHOD] = "_OTHER"
-        if method:
-            attrs[sc.HTTP_REQUEST_METHOD_ORIGINAL] = method
-        name = "HTTP"
-    code = http.code if reply else 0
-    if code:
-        attrs[sc.HTTP_RESPONSE_STATUS_CODE] = code
-    url = http.url
-    if url:
-        url = redact_url(url, redact)
-        scheme, path, query = split_url(url)
-        if scheme:
-            attrs[sc.URL_FULL] = url
-            attrs[sc.URL_SCHEME] = scheme
-        if path:
-            attrs[sc.URL_PATH] = path
-        if query:
-            attrs[sc.URL_QUERY] = query
-    attrs[sc.NETWORK_PROTOCOL_NAME] = "http"
-    protocol = http.protocol
-    version = _VERSIONS.get(protocol)
-    if version is None:
-        version = protocol_version(protocol)
-        if len(_VERSIONS) < _VERSIONS_MAX:
-            _VERSIONS[protocol] = version
-    if version:
-        attrs[sc.NETWORK_PROTOCOL_VERSION] = version
-    agent = found.get("user-agent")
-    if agent:
-        attrs[sc.USER_AGENT_ORIGINAL] = agent
-    if code >= (500 if kind == _SERVER else 400):
-        attrs[sc.ERROR_TYPE] = str(code)
-        return name, _ERROR, f"HTTP status {code}"
-    return name, _UNSET, ""
+class UrlParts:
+    """url.full / url.scheme / url.path / url.query of a URL, redacted; remembered per URL.
 
+    Paths repeat (routes, health checks, scrapes), and redacting and splitting them costs
+    more than a lookup. Bounded: emptied when full, so hostile input cannot grow it.
+    """
 
-def _dns(dns: flow_pb2.DNS, reply: bool, attrs: Attributes) -> tuple[str, StatusCode, str]:
-    query = dns.query
-    if query:
-        attrs[sc.DNS_QUESTION_NAME] = query[:-1] if query.endswith(".") else query
-    attrs[sc.NETWORK_PROTOCOL_NAME] = "dns"
-    qtypes = dns.qtypes[:]  # a list copy; cheaper than list() on a repeated field
-    if qtypes:
-        attrs[sc.HUBBLE_DNS_QTYPES] = qtypes
-    source = dns.observation_source
-    if source:
-        attrs[sc.HUBBLE_DNS_OBSERVATION_SOURCE] = source
-    name = f"DNS {qtypes[0]}" if qtypes else "DNS"
-    if not reply:
-        return name, _UNSET, ""
-    rcode = dns.rcode
-    attrs[sc.HUBBLE_DNS_RCODE] = rcode
-    values = dns.ips
-    if values:
-        attrs[sc.DNS_ANSWERS] = values[:]
-    values = dns.cnames
-    if values:
-        attrs[sc.HUBBLE_DNS_CNAMES] = values[:]
-    values = dns.rrtypes
-    if values:
-        attrs[sc.HUBBLE_DNS_RRTYPES] = values[:]
-    ttl = dns.ttl
-    if ttl:
-        attrs[sc.HUBBLE_DNS_TTL] = ttl
-    if rcode:
-        error = DNS_RCODE_MNEMONIC.get(rcode) or str(rcode)
-        attrs[sc.ERROR_TYPE] = error
-        return name, _ERROR, f"DNS rcode {error}"
-    return name, _UNSET, ""
+    MAX_URLS = 4096
 
+    def __init__(self, redact: RedactConfig) -> None:
+        self._redact = redact
+        self._cache: dict[str, dict[str, str]] = {}
 
-def _kafka(kafka: flow_pb2.Kafka, attrs: Attributes) -> tuple[str, StatusCode, str]:
-    operation, topic = kafka.api_key, kafka.topic
-    attrs[sc.MESSAGING_SYSTEM] = "kafka"
-    attrs[sc.NETWORK_PROTOCOL_NAME] = "kafka"
-    if operation:
-        attrs[sc.MESSAGING_OPERATION_NAME] = operation
-        operation_type = _KAFKA_OPERATION_TYPE.get(operation)
-        if operation_type:
-            attrs[sc.MESSAGING_OPERATION_TYPE] = operation_type
-    if topic:
-        attrs[sc.MESSAGING_DESTINATION_NAME] = topic
-    attrs[sc.HUBBLE_KAFKA_API_VERSION] = kafka.api_version
-    attrs[sc.HUBBLE_KAFKA_CORRELATION_ID] = kafka.correlation_id
-    error_code = kafka.error_code
-    attrs[sc.MESSAGING_KAFKA_ERROR_CODE] = error_code
-    name = f"{operation} {topic}" if operation and topic else operation or topic or "kafka"
-    if error_code:
-        attrs[sc.ERROR_TYPE] = str(error_code)
-        return name, _ERROR, f"Kafka error code {error_code}"
-    return name, _UNSET, ""
+    def attributes(self, url: str) -> dict[str, str]:
+        """Do not modify the result: it is shared."""
+        attrs = self._cache.get(url)
+        if attrs is None:
+            attrs = {}
+            redacted = redact_url(url, self._redact)
+            scheme, path, query = split_url(redacted)
+            if scheme:
+                attrs[sc.URL_FULL] = redacted
+                attrs[sc.URL_SCHEME] = scheme
+            if path:
+                attrs[sc.URL_PATH] = path
+            if query:
+                attrs[sc.URL_QUERY] = query
+            if len(self._cache) >= self.MAX_URLS:
+                self._cache.clear()
+            self._cache[url] = attrs
+        return attrs

@@ -18,11 +18,9 @@ ids from the mapper's `random.Random`.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
 from hashlib import blake2b
 
 from hubble_bridge.api import flow_pb2
-from hubble_bridge.mapping.redact import Header
 
 # Headers the span mapper reads besides the kept ones; scanned in the same pass.
 X_REQUEST_ID = "x-request-id"
@@ -36,17 +34,6 @@ WANTED_HEADERS = frozenset({X_REQUEST_ID, TRACEPARENT, TRACESTATE, B3, B3_TRACE_
 
 _ZERO_TRACE = bytes(16)
 _ZERO_SPAN = bytes(8)
-
-
-def wanted_headers(headers: Iterable[Header]) -> dict[str, str]:
-    """The raw first value of each WANTED_HEADERS header: what a REQUEST needs, without the
-    kept-header attributes that only its span (built later) needs."""
-    found: dict[str, str] = {}
-    for header in headers:
-        name = header.key.lower()
-        if name in WANTED_HEADERS and name not in found:
-            found[name] = header.value
-    return found
 
 
 def incoming_context(flow: flow_pb2.Flow, found: dict[str, str]) -> tuple[bytes, bytes, str]:
@@ -89,6 +76,14 @@ def correlation_key(found: dict[str, str], trace_id: bytes, server_identity: int
     x-request-id and traceparent are unique per outgoing call; a bare trace id is
     not (a trace has many calls), so the server's identity narrows it down.
     """
+    key = header_correlation_key(found)
+    if key is None and trace_id:
+        return ("t", trace_id.hex(), str(server_identity))
+    return key
+
+
+def header_correlation_key(found: dict[str, str]) -> tuple[str, ...] | None:
+    """`correlation_key` when the headers decide it: then the trace id is not needed."""
     if found:
         request_id = found.get(X_REQUEST_ID)
         if request_id:
@@ -99,8 +94,6 @@ def correlation_key(found: dict[str, str], trace_id: bytes, server_identity: int
         b3 = found.get(B3) or found.get(B3_SPAN_ID)
         if b3:
             return ("b", b3)
-    if trace_id:
-        return ("t", trace_id.hex(), str(server_identity))
     return None
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from hubble_bridge.api import flow_pb2
-from hubble_bridge.mapping.spans_attrs import L7Body, Net
+from hubble_bridge.mapping.spans_attrs import Net
 from hubble_bridge.telemetry import SpanKind
 
 JoinKey = tuple[object, ...]
@@ -65,13 +65,15 @@ class JoinTable:
         if request.exchange_key is not None and request.kind != SpanKind.SERVER:
             self._clients.setdefault(request.exchange_key, deque()).append(request)
 
-    def take(self, join_key: JoinKey, connection_key: JoinKey) -> PendingRequest | None:
-        """The oldest request a response with these keys answers, removed from the table."""
-        request = self._pop(join_key)
-        if request is None and connection_key is not join_key:
-            request = self._pop(connection_key)
-        if request is not None:
-            self._forget(request)
+    def take(self, key: JoinKey) -> PendingRequest | None:
+        """The oldest request filed under `key`, removed from the table."""
+        queue = self._by_key.get(key)
+        if not queue:
+            return None
+        request = queue.popleft()
+        if not queue:
+            del self._by_key[key]
+        self._forget(request)
         return request
 
     def remove(self, request: PendingRequest) -> None:
@@ -82,12 +84,12 @@ class JoinTable:
                 del self._by_key[request.join_key]
         self._forget(request)
 
-    def link_client(self, server: PendingRequest) -> None:
+    def link_client(self, server: PendingRequest) -> bool:
         """Make the CLIENT span of the same exchange, if seen, the parent of `server`."""
         key = server.exchange_key
         clients = self._clients.get(key) if key is not None else None
         if not clients:
-            return
+            return False
         client = clients.popleft()
         if not clients:
             del self._clients[key]  # type: ignore[arg-type]
@@ -95,15 +97,7 @@ class JoinTable:
         server.trace_id, server.parent_span_id = client.trace_id, client.span_id
         server.trace_state = client.trace_state
         server.linked = True
-
-    def _pop(self, key: JoinKey) -> PendingRequest | None:
-        queue = self._by_key.get(key)
-        if not queue:
-            return None
-        request = queue.popleft()
-        if not queue:
-            del self._by_key[key]
-        return request
+        return True
 
     def _forget(self, request: PendingRequest) -> None:
         del self._pending[request]
@@ -116,26 +110,17 @@ class JoinTable:
                     del self._clients[key]
 
 
-def join_keys(
-    net: Net, record: str | None, body: L7Body, node: str, request_id: str, reply: bool
-) -> tuple[JoinKey, JoinKey]:
-    """(key to join on, connection key); the first is the x-request-id key when there is one."""
+def connection_key(net: Net, node: str, reply: bool, *narrow: str) -> JoinKey:
+    """The request's 5-tuple key on its node and direction, narrowed by `narrow`.
+
+    A request filed under x-request-id is looked up by connection only when a response
+    without that id (or with another) comes: a REQUEST with the id does not need it.
+    """
     direction, _, _, source_ip, source_port, destination_ip, destination_port = net
     # A response runs server -> client: reversed, its tuple is the request's.
     if reply:
-        connection: JoinKey = (node, direction, destination_ip, destination_port, source_ip, source_port)
-    else:
-        connection = (node, direction, source_ip, source_port, destination_ip, destination_port)
-    # Narrowed by what the response repeats, so that parallel queries on one socket (A and AAAA)
-    # or multiplexed HTTP/2 streams do not pair up by arrival order alone.
-    if record == "http":
-        connection += (body.method, body.url)  # type: ignore[union-attr]
-    elif record == "dns":
-        qtypes = body.qtypes  # type: ignore[union-attr]
-        connection += (body.query, qtypes[0] if qtypes else "")  # type: ignore[union-attr]
-    if request_id:
-        return ("x", request_id, node, direction), connection
-    return connection, connection
+        return (node, direction, destination_ip, destination_port, source_ip, source_port, *narrow)
+    return (node, direction, source_ip, source_port, destination_ip, destination_port, *narrow)
 
 
 def _discard(queue: deque[PendingRequest], request: PendingRequest) -> None:
