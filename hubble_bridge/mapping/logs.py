@@ -35,7 +35,7 @@ from hubble_bridge.mapping.limits import AttributeLimits, apply_limits, clamp_in
 from hubble_bridge.mapping.metrics.names import DROP_REASON, TRAFFIC_DIRECTION, VERDICT
 from hubble_bridge.mapping.redact import RedactConfig, redact_url
 from hubble_bridge.mapping.resource import UNKNOWN_SERVICE, endpoint_resource, split_node_name, workload_name
-from hubble_bridge.mapping.summary import compact_summary, enum_name, policy_match_text
+from hubble_bridge.mapping.summary import compact_summary, enum_name, flow_line, policy_match_text
 from hubble_bridge.telemetry import Attributes, LogRecord, Resource, Severity, make_resource
 
 EVENT_FLOW_DROPPED = "hubble.flow.dropped"
@@ -48,11 +48,14 @@ EVENT_NODE_STATUS = "hubble.node_status"
 # service.name of records about Hubble itself rather than a workload.
 NODE_SERVICE_NAME = "hubble"
 
-_VERDICT_EVENTS = {
+_Event = tuple[str, Severity]  # event_name, severity
+_VERDICT_EVENTS: dict[int, _Event] = {
     flow_pb2.DROPPED: (EVENT_FLOW_DROPPED, Severity.WARN),
     flow_pb2.ERROR: (EVENT_FLOW_ERROR, Severity.ERROR),
     flow_pb2.AUDIT: (EVENT_FLOW_AUDIT, Severity.INFO),
 }
+_FLOW_EVENT: _Event = (EVENT_FLOW, Severity.INFO)
+_POLICY_DENIED_EVENT: _Event = (EVENT_POLICY_DENIED, Severity.WARN)
 _DENYING_VERDICTS = frozenset({flow_pb2.DROPPED, flow_pb2.ERROR})
 _EVENT_POLICY_VERDICT = 5
 # pkg/monitor/api MessageTypeName*: flow.event_type.type.
@@ -86,14 +89,17 @@ class LogConfig:
     cluster_name: str = ""
     redact: RedactConfig = field(default_factory=RedactConfig)
     limits: AttributeLimits = field(default_factory=AttributeLimits)
-    _verdict_codes: frozenset[int] = field(init=False, repr=False, compare=False, default=frozenset())
+    _verdict_events: dict[int, _Event] = field(init=False, repr=False, compare=False, default_factory=dict)
+    _other_event: _Event | None = field(init=False, repr=False, compare=False, default=None)
     _rewrite_url: Callable[[str], str] | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
-        # Resolved once so the per-flow check is an int set lookup; unknown names are validate()'s job.
+        # Resolved once so the per-flow check is one dict get; unknown names are validate()'s job.
         known = flow_pb2.Verdict.DESCRIPTOR.values_by_name
-        codes = frozenset(known[v.upper()].number for v in self.verdicts if v.upper() in known)
-        object.__setattr__(self, "_verdict_codes", codes)
+        codes = {known[v.upper()].number for v in self.verdicts if v.upper() in known}
+        events = {code: _VERDICT_EVENTS.get(code, _FLOW_EVENT) for code in codes}
+        object.__setattr__(self, "_verdict_events", events)
+        object.__setattr__(self, "_other_event", _FLOW_EVENT if self.all_flows else None)
         object.__setattr__(self, "_rewrite_url", partial(redact_url, cfg=self.redact))
 
     def validate(self) -> None:
@@ -133,29 +139,20 @@ def flow_log_of(
     flow: flow_pb2.Flow, response: observer_pb2.GetFlowsResponse, config: LogConfig
 ) -> LogRecord | None:
     """`flow_log` for a caller that has read `flow = response.flow` already (each read costs)."""
-    # Most flows make no record: decided from two field reads.
+    # Most flows make no record: decided from the verdict, plus the event type when a denial could count.
     verdict = flow.verdict
-    if config.policy_denials and flow.event_type.type == _EVENT_POLICY_VERDICT and _denies(flow, verdict):
-        event, severity = EVENT_POLICY_DENIED, Severity.WARN
-    elif verdict in config._verdict_codes:
-        event, severity = _VERDICT_EVENTS.get(verdict, (EVENT_FLOW, Severity.INFO))
-    elif config.all_flows:
-        event, severity = EVENT_FLOW, Severity.INFO
-    else:
+    event = config._verdict_events.get(verdict, config._other_event)
+    # Audit mode does not enforce: an AUDIT verdict is never a denial, and needs no event type read.
+    if (
+        config.policy_denials
+        and verdict != _AUDIT
+        and flow.event_type.type == _EVENT_POLICY_VERDICT
+        and (verdict in _DENYING_VERDICTS or flow.ingress_denied_by or flow.egress_denied_by)
+    ):
+        event = _POLICY_DENIED_EVENT
+    if event is None or not response.HasField("flow"):
         return None
-    if not response.HasField("flow"):
-        return None
-    node_name = flow.node_name or response.node_name
-    limits = config.limits
-    return LogRecord(
-        endpoint_resource(_observed_endpoint(flow), node_name, config.cluster_name, limits.max_value_length),
-        clamp_ns(timestamp_ns(flow.time if flow.HasField("time") else response.time)),
-        severity,
-        limit_str(compact_summary(response, config._rewrite_url), limits.max_value_length),
-        apply_limits(_flow_attributes(flow, verdict, node_name), limits),
-        event,
-        _trace_id(flow.trace_context.parent.trace_id),
-    )
+    return _flow_record(flow, response, config, verdict, event)
 
 
 def lost_events_log(response: observer_pb2.GetFlowsResponse, config: LogConfig) -> LogRecord:
@@ -221,23 +218,27 @@ def _node_resource(node_name: str, cluster_name: str, max_value_length: int) -> 
     )
 
 
-def _denies(flow: flow_pb2.Flow, verdict: int) -> bool:
-    if verdict == _AUDIT:
-        return False
-    return verdict in _DENYING_VERDICTS or bool(flow.ingress_denied_by) or bool(flow.egress_denied_by)
-
-
-def _observed_endpoint(flow: flow_pb2.Flow) -> flow_pb2.Endpoint:
+def _flow_record(
+    flow: flow_pb2.Flow,
+    response: observer_pb2.GetFlowsResponse,
+    config: LogConfig,
+    verdict: int,
+    event: _Event,
+) -> LogRecord:
+    limits = config.limits
+    max_len = limits.max_value_length
+    node_name = flow.node_name or response.node_name
+    # Each endpoint serialized once: the key of both the resource and the endpoint attribute caches.
+    source, destination = flow.source, flow.destination
+    source_key, destination_key = source.SerializeToString(), destination.SerializeToString()
     direction = flow.traffic_direction
     if direction == _INGRESS:
-        return flow.destination
-    if direction == _EGRESS:
-        return flow.source
-    source = flow.source
-    return source if source.pod_name else flow.destination
+        observed = destination_key
+    elif direction == _EGRESS or source.pod_name:
+        observed = source_key
+    else:
+        observed = destination_key
 
-
-def _flow_attributes(flow: flow_pb2.Flow, verdict: int, node_name: str) -> Attributes:
     attrs: Attributes = {}
     ip = flow.IP
     source_ip, destination_ip = ip.source, ip.destination
@@ -254,26 +255,26 @@ def _flow_attributes(flow: flow_pb2.Flow, verdict: int, node_name: str) -> Attri
         attrs[sc.NETWORK_TRANSPORT] = _TRANSPORTS.get(proto, proto.lower())
         if proto in _PORTED:
             ports = getattr(l4, proto)
-            if ports.source_port:
-                attrs[sc.SOURCE_PORT] = ports.source_port
-            if ports.destination_port:
-                attrs[sc.DESTINATION_PORT] = ports.destination_port
+            source_port, destination_port = ports.source_port, ports.destination_port
+            if source_port:
+                attrs[sc.SOURCE_PORT] = source_port
+            if destination_port:
+                attrs[sc.DESTINATION_PORT] = destination_port
         elif proto in _ICMP:
             icmp = getattr(l4, proto)
             attrs[sc.HUBBLE_ICMP_TYPE] = icmp.type
             attrs[sc.HUBBLE_ICMP_CODE] = icmp.code
-
     attrs[sc.HUBBLE_VERDICT] = VERDICT.get(verdict) or str(verdict)
     reason = flow.drop_reason_desc or flow.drop_reason
     if reason:
         attrs[sc.HUBBLE_DROP_REASON] = DROP_REASON.get(reason) or str(reason)
         attrs[sc.HUBBLE_DROP_REASON_CODE] = reason
-    direction = flow.traffic_direction
     if direction:
         attrs[sc.HUBBLE_TRAFFIC_DIRECTION] = TRAFFIC_DIRECTION.get(direction) or str(direction)
     event_type = flow.event_type.type
-    if flow.HasField("event_type"):
-        attrs[sc.HUBBLE_EVENT_TYPE] = _EVENT_TYPE_NAMES.get(event_type, str(event_type))
+    # A non-zero type is only read from a present event_type: HasField only for the zero.
+    if event_type or flow.HasField("event_type"):
+        attrs[sc.HUBBLE_EVENT_TYPE] = _EVENT_TYPE_NAMES.get(event_type) or str(event_type)
     point = flow.trace_observation_point
     if point:
         attrs[sc.HUBBLE_TRACE_OBSERVATION_POINT] = _OBSERVATION_POINT.get(point) or str(point)
@@ -290,47 +291,65 @@ def _flow_attributes(flow: flow_pb2.Flow, verdict: int, node_name: str) -> Attri
     uuid = flow.uuid
     if uuid:
         attrs[sc.HUBBLE_FLOW_UUID] = uuid
-    _endpoint_attributes(attrs, _ENDPOINT_KEYS["source"], flow.source)
-    _endpoint_attributes(attrs, _ENDPOINT_KEYS["destination"], flow.destination)
-    return attrs
+    _add_endpoint(attrs, source_key, "source")
+    _add_endpoint(attrs, destination_key, "destination")
 
-
-def _endpoint_attributes(attrs: Attributes, keys: dict[str, str], endpoint: flow_pb2.Endpoint) -> None:
-    for name, value in _endpoint_facts(endpoint.SerializeToString()):
-        attrs[keys[name]] = list(value) if name == "labels" else value
+    return LogRecord(
+        _observed_resource(observed, node_name, config.cluster_name, max_len),
+        clamp_ns(timestamp_ns(flow.time if flow.HasField("time") else response.time)),
+        event[1],
+        limit_str(flow_line(flow, response, config._rewrite_url), max_len),
+        apply_limits(attrs, limits),
+        event[0],
+        _trace_id(flow.trace_context.parent.trace_id) if flow.HasField("trace_context") else b"",
+    )
 
 
 @lru_cache(maxsize=_ENDPOINT_CACHE_SIZE)
-def _endpoint_facts(serialized: bytes) -> tuple[tuple[str, str | int | tuple[str, ...]], ...]:
-    """(field, value) for the endpoint's non-empty facts, in attribute order.
+def _observed_resource(
+    serialized: bytes, node_name: str, cluster_name: str, max_value_length: int
+) -> Resource:
+    # endpoint_resource keys its own cache on the serialized endpoint too: this one saves serializing again.
+    return endpoint_resource(
+        flow_pb2.Endpoint.FromString(serialized), node_name, cluster_name, max_value_length
+    )
+
+
+def _add_endpoint(attrs: Attributes, serialized: bytes, side: str) -> None:
+    facts, labels = _endpoint_facts(serialized, side)
+    attrs.update(facts)
+    if labels:
+        attrs[_ENDPOINT_KEYS[side]["labels"]] = list(labels)  # a list of its own: records are mutable
+
+
+@lru_cache(maxsize=_ENDPOINT_CACHE_SIZE)
+def _endpoint_facts(serialized: bytes, side: str) -> tuple[dict[str, str | int], tuple[str, ...]]:
+    """The endpoint's non-empty attributes but labels, in attribute order, and its labels (last).
 
     Keyed on the serialized endpoint, as endpoint_resource is: the workload fallback chain
     walks every label, and the same few endpoints recur in flow after flow.
     """
     endpoint = flow_pb2.Endpoint.FromString(serialized)
-    facts: list[tuple[str, str | int | tuple[str, ...]]] = []
+    keys = _ENDPOINT_KEYS[side]
+    facts: dict[str, str | int] = {}
     if endpoint.namespace:
-        facts.append(("namespace", endpoint.namespace))
+        facts[keys["namespace"]] = endpoint.namespace
     if endpoint.pod_name:
-        facts.append(("pod", endpoint.pod_name))
+        facts[keys["pod"]] = endpoint.pod_name
     workload = workload_name(endpoint)
     if workload != UNKNOWN_SERVICE:
-        facts.append(("workload", workload))
+        facts[keys["workload"]] = workload
     if endpoint.identity:
-        facts.append(("identity", endpoint.identity))
-    if endpoint.labels:
-        facts.append(("labels", tuple(endpoint.labels)))
-    return tuple(facts)
+        facts[keys["identity"]] = endpoint.identity
+    return facts, tuple(endpoint.labels)
 
 
 def _policy_names(flow: flow_pb2.Flow) -> list[str]:
+    lists = (flow.ingress_denied_by, flow.egress_denied_by, flow.ingress_allowed_by, flow.egress_allowed_by)
     names: list[str] = []
-    for policies in (
-        flow.ingress_denied_by,
-        flow.egress_denied_by,
-        flow.ingress_allowed_by,
-        flow.egress_allowed_by,
-    ):
+    if not any(lists):
+        return names
+    for policies in lists:
         for policy in policies:
             name = f"{policy.namespace}/{policy.name}" if policy.namespace else policy.name
             if name and name not in names:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -62,6 +63,31 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NODE_NAMES_CUTOFF = 50
 _TYPE_DROP, _TYPE_TRACE, _TYPE_POLICY_VERDICT, _TYPE_CAPTURE, _TYPE_TRACE_SOCK = 1, 4, 5, 3, 7
+_PORTED = frozenset({"TCP", "UDP", "SCTP"})
+_L7_TYPE_LOWER = {v.number: v.name.lower() for v in flow_pb2.L7FlowType.DESCRIPTOR.values}
+_VERDICT_TEXT = {v.number: v.name for v in flow_pb2.Verdict.DESCRIPTOR.values}
+# A policy-verdict event words its verdict as the policy decision.
+_POLICY_VERDICT_TEXT = {
+    **_VERDICT_TEXT,
+    flow_pb2.FORWARDED: "ALLOWED",
+    flow_pb2.REDIRECTED: "ALLOWED",
+    flow_pb2.DROPPED: "DENIED",
+    flow_pb2.ERROR: "DENIED",
+    flow_pb2.AUDIT: "AUDITED",
+}
+_AUTH_TYPE_TEXT = {v.number: v.name for v in flow_pb2.AuthType.DESCRIPTOR.values}
+_DIRECTION_TEXT = {v.number: v.name for v in flow_pb2.TrafficDirection.DESCRIPTOR.values}
+_POLICY_VERDICT_TYPE_TEXT = {
+    (match_type, direction): f"policy-verdict:{match_text} {direction_text}"
+    for match_type, match_text in enumerate(_POLICY_MATCH_TEXT)
+    for direction, direction_text in _DIRECTION_TEXT.items()
+}
+# Reserved identities by name, then numeric ones as they are seen, up to a cluster's worth.
+_IDENTITY_TEXT = {identity: f"({name})" for identity, name in enumerate(_RESERVED_IDENTITIES)}
+_IDENTITY_CACHE_SIZE = 16384
+_MILLIS = tuple(f".{milli:03d}" for milli in range(1000))
+# Distinct seconds in flight at once: a stream's events arrive within a few seconds of each other.
+_STAMP_CACHE_SIZE = 1024
 
 UrlRewriter = Callable[[str], str]
 
@@ -73,7 +99,7 @@ def compact_summary(response: observer_pb2.GetFlowsResponse, rewrite_url: UrlRew
     """
     kind = response.WhichOneof("response_types")
     if kind == "flow":
-        return _flow_line(response, rewrite_url)
+        return flow_line(response.flow, response, rewrite_url)
     if kind == "lost_events":
         lost = response.lost_events
         source = enum_name(flow_pb2.LostEventSource, lost.source)
@@ -93,133 +119,179 @@ def policy_match_text(match_type: int) -> str:
 
 def stamp_milli(ts: Timestamp) -> str:
     """Go's time.StampMilli ("Jan _2 15:04:05.000") in UTC, truncated; "N/A" when out of range."""
-    if not 0 <= ts.nanos < 1_000_000_000:
-        return "N/A"
-    try:
-        t = _EPOCH + timedelta(seconds=ts.seconds)
-    except OverflowError:
-        return "N/A"
-    return f"{_MONTHS[t.month - 1]} {t.day:>2} {t:%H:%M:%S}.{ts.nanos // 1_000_000:03d}"
+    return _stamp(ts.seconds, ts.nanos)
 
 
 def flow_type_text(flow: flow_pb2.Flow) -> str:
     """The TYPE column: "http-request", "to-endpoint", "Policy denied", "policy-verdict:L3-L4 EGRESS"..."""
     if flow.HasField("l7"):
         l7 = flow.l7
-        l7_type = enum_name(flow_pb2.L7FlowType, l7.type).lower()
+        return _l7_type_text(l7, l7.WhichOneof("record"))
+    event_type = flow.event_type
+    return _event_type_text(flow, event_type.type, event_type, flow.verdict)
+
+
+def flow_line(
+    flow: flow_pb2.Flow, response: observer_pb2.GetFlowsResponse, rewrite_url: UrlRewriter | None = None
+) -> str:
+    """`compact_summary` of a flow event, for a caller that has read `flow = response.flow` already.
+
+    Reads each field once (every read of a protobuf field costs), in one function for the same reason.
+    """
+    ts = flow.time
+    seconds, nanos = ts.seconds, ts.nanos
+    if not (seconds or nanos) and not flow.HasField("time"):
+        ts = response.time
+        seconds, nanos = ts.seconds, ts.nanos
+    source, destination = flow.source, flow.destination
+    if flow.HasField("IP"):
+        src_port = dst_port = 0
+        l4 = flow.l4
+        proto = l4.WhichOneof("protocol")
+        if proto in _PORTED:
+            ports = getattr(l4, proto)
+            src_port, dst_port = ports.source_port, ports.destination_port
+        ip = flow.IP
+        src = _service_or_pod(source, flow.source_service if flow.HasField("source_service") else None)
+        if not src:
+            names = flow.source_names
+            src = ",".join(names) if names else ip.source
+        if src_port:
+            src = f"[{src}]:{src_port}" if ":" in src else f"{src}:{src_port}"
+        dst = _service_or_pod(
+            destination, flow.destination_service if flow.HasField("destination_service") else None
+        )
+        if not dst:
+            names = flow.destination_names
+            dst = ",".join(names) if names else ip.destination
+        if dst_port:
+            dst = f"[{dst}]:{dst_port}" if ":" in dst else f"{dst}:{dst_port}"
+    else:
+        proto = None
+        if flow.HasField("ethernet"):
+            ethernet = flow.ethernet
+            src, dst = ethernet.source, ethernet.destination
+        else:
+            src = dst = ""
+    identity = source.identity
+    src_id = _IDENTITY_TEXT.get(identity) or _identity(identity)
+    identity = destination.identity
+    dst_id = _IDENTITY_TEXT.get(identity) or _identity(identity)
+    if not flow.HasField("is_reply"):
+        pair = f"{src} {src_id} <> {dst} {dst_id}"  # direction unknown
+    elif flow.is_reply.value:
+        pair = f"{dst} {dst_id} <- {src} {src_id}"
+    else:
+        pair = f"{src} {src_id} -> {dst} {dst_id}"
+
+    verdict = flow.verdict
+    event_type = flow.event_type
+    etype = event_type.type
+    url = ""
+    if flow.HasField("l7"):
+        l7 = flow.l7
         record = l7.WhichOneof("record")
-        if record == "dns" and l7.dns.observation_source:
-            l7_type += " " + l7.dns.observation_source
-        return f"{record or 'l7'}-{l7_type}"
-    etype, sub = flow.event_type.type, flow.event_type.sub_type
+        type_text = _l7_type_text(l7, record)
+        if rewrite_url is not None and record == "http":
+            url = l7.http.url
+    else:
+        type_text = _event_type_text(flow, etype, event_type, verdict)
+    verdict_names = _POLICY_VERDICT_TEXT if etype == _TYPE_POLICY_VERDICT else _VERDICT_TEXT
+    verdict_text = verdict_names.get(verdict) or str(verdict)
+
+    text = flow.Summary or _derived_summary(flow, proto)
+    if url and rewrite_url is not None:
+        text = text.replace(url, rewrite_url(url))
+    if flow.HasField("ip_trace_id"):
+        trace_id = flow.ip_trace_id.trace_id
+        if trace_id:
+            text = f"IP Trace ID: {trace_id}; {text}"
+    auth_type = flow.auth_type
+    if auth_type:
+        text = f"{text}; {_AUTH_TYPE_TEXT.get(auth_type) or str(auth_type)}"
+    return f"{_stamp(seconds, nanos)}: {pair} {type_text} {verdict_text} ({text})"
+
+
+def _service_or_pod(endpoint: flow_pb2.Endpoint, service: flow_pb2.Service | None) -> str:
+    """The pod or service name as Hubble prints it, "" when neither is known (names or IP then)."""
+    pod = endpoint.pod_name
+    if pod:
+        namespace = service.namespace if service is not None else endpoint.namespace
+        return f"{namespace}/{pod}" if namespace else pod
+    if service is not None:
+        name = service.name
+        if name:
+            namespace = service.namespace
+            return f"{namespace}/{name}" if namespace else name
+    return ""
+
+
+def _l7_type_text(l7: flow_pb2.Layer7, record: str | None) -> str:
+    l7_type = l7.type
+    type_text = _L7_TYPE_LOWER.get(l7_type) or str(l7_type)
+    if record == "dns":
+        source = l7.dns.observation_source
+        if source:
+            type_text = f"{type_text} {source}"
+    return f"{record or 'l7'}-{type_text}"
+
+
+def _event_type_text(
+    flow: flow_pb2.Flow, etype: int, event_type: flow_pb2.CiliumEventType, verdict: int
+) -> str:
     if etype == _TYPE_TRACE:
+        sub = event_type.sub_type
         return TRACE_OBSERVATION_POINTS.get(sub) or str(sub)
     if etype == _TYPE_DROP:
-        return drop_reason_text(sub)
+        sub = event_type.sub_type
+        return _DROP_TEXT.get(sub) or str(sub)
     if etype == _TYPE_POLICY_VERDICT:
-        direction = enum_name(flow_pb2.TrafficDirection, flow.traffic_direction)
-        return f"policy-verdict:{policy_match_text(flow.policy_match_type)} {direction}"
+        match_type, direction = flow.policy_match_type, flow.traffic_direction
+        text = _POLICY_VERDICT_TYPE_TEXT.get((match_type, direction))
+        if text is None:
+            direction_text = _DIRECTION_TEXT.get(direction) or str(direction)
+            text = f"policy-verdict:{policy_match_text(match_type)} {direction_text}"
+        return text
     if etype == _TYPE_CAPTURE:
         return enum_name(flow_pb2.DebugCapturePoint, flow.debug_capture_point)
     if etype == _TYPE_TRACE_SOCK:
         return _XLATE_TEXT.get(flow.sock_xlate_point, str(flow.sock_xlate_point))
     # Field-masked exporter output has no event_type: say what the remaining fields say.
-    reason = flow.drop_reason_desc or flow.drop_reason
-    if flow.verdict == flow_pb2.DROPPED and reason:
-        return drop_reason_text(reason)
-    if flow.trace_observation_point:
-        return (
-            enum_name(flow_pb2.TraceObservationPoint, flow.trace_observation_point).lower().replace("_", "-")
-        )
+    if verdict == flow_pb2.DROPPED:
+        reason = flow.drop_reason_desc or flow.drop_reason
+        if reason:
+            return drop_reason_text(reason)
+    point = flow.trace_observation_point
+    if point:
+        return enum_name(flow_pb2.TraceObservationPoint, point).lower().replace("_", "-")
     return "UNKNOWN"
 
 
-def _flow_line(response: observer_pb2.GetFlowsResponse, rewrite_url: UrlRewriter | None) -> str:
-    flow = response.flow
-    ts = flow.time if flow.HasField("time") else response.time
-    src, dst = _hostnames(flow)
-    src_id, dst_id = _identity(flow.source.identity), _identity(flow.destination.identity)
-    arrow = "->"
-    if not flow.HasField("is_reply"):
-        arrow = "<>"  # direction unknown
-    elif flow.is_reply.value:
-        src, dst, src_id, dst_id, arrow = dst, src, dst_id, src_id, "<-"
-    return (
-        f"{stamp_milli(ts)}: {src} {src_id} {arrow} {dst} {dst_id} "
-        f"{flow_type_text(flow)} {_verdict_text(flow)} ({_summary(flow, rewrite_url)})"
-    )
-
-
-def _hostnames(flow: flow_pb2.Flow) -> tuple[str, str]:
-    if not flow.HasField("IP"):
-        if flow.HasField("ethernet"):
-            return flow.ethernet.source, flow.ethernet.destination
-        return "", ""
-    src_port, dst_port = _ports(flow.l4)
-    src_svc = flow.source_service if flow.HasField("source_service") else None
-    dst_svc = flow.destination_service if flow.HasField("destination_service") else None
-    return (
-        _hostname(flow.IP.source, src_port, flow.source, src_svc, flow.source_names),
-        _hostname(flow.IP.destination, dst_port, flow.destination, dst_svc, flow.destination_names),
-    )
-
-
-def _hostname(
-    ip: str, port: int, ep: flow_pb2.Endpoint, svc: flow_pb2.Service | None, names: list[str]
-) -> str:
-    namespace = svc.namespace if svc is not None else ep.namespace
-    if ep.pod_name:
-        host = f"{namespace}/{ep.pod_name}" if namespace else ep.pod_name
-    elif svc is not None and svc.name:
-        host = f"{namespace}/{svc.name}" if namespace else svc.name
-    elif names:
-        host = ",".join(names)
-    else:
-        host = ip
-    if not port:
-        return host
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _ports(l4: flow_pb2.Layer4) -> tuple[int, int]:
-    proto = l4.WhichOneof("protocol")
-    if proto in ("TCP", "UDP", "SCTP"):
-        msg = getattr(l4, proto)
-        return msg.source_port, msg.destination_port
-    return 0, 0
-
-
 def _identity(identity: int) -> str:
-    if identity < len(_RESERVED_IDENTITIES):
-        return f"({_RESERVED_IDENTITIES[identity]})"
-    return f"(ID:{identity})"
-
-
-def _verdict_text(flow: flow_pb2.Flow) -> str:
-    verdict = flow.verdict
-    if flow.event_type.type == _TYPE_POLICY_VERDICT:
-        if verdict in (flow_pb2.FORWARDED, flow_pb2.REDIRECTED):
-            return "ALLOWED"
-        if verdict in (flow_pb2.DROPPED, flow_pb2.ERROR):
-            return "DENIED"
-        if verdict == flow_pb2.AUDIT:
-            return "AUDITED"
-    return enum_name(flow_pb2.Verdict, verdict)
-
-
-def _summary(flow: flow_pb2.Flow, rewrite_url: UrlRewriter | None) -> str:
-    text = flow.Summary or _derived_summary(flow)
-    url = flow.l7.http.url
-    if rewrite_url is not None and url:
-        text = text.replace(url, rewrite_url(url))
-    if flow.ip_trace_id.trace_id:
-        text = f"IP Trace ID: {flow.ip_trace_id.trace_id}; {text}"
-    if flow.auth_type:
-        text = f"{text}; {enum_name(flow_pb2.AuthType, flow.auth_type)}"
+    """The identity column of a numeric identity that `_IDENTITY_TEXT` does not hold yet."""
+    text = f"(ID:{identity})"
+    if len(_IDENTITY_TEXT) < _IDENTITY_CACHE_SIZE:
+        _IDENTITY_TEXT[identity] = text
     return text
 
 
-def _derived_summary(flow: flow_pb2.Flow) -> str:
+@lru_cache(maxsize=_STAMP_CACHE_SIZE)
+def _stamp_seconds(seconds: int) -> str:
+    try:
+        t = _EPOCH + timedelta(seconds=seconds)
+    except OverflowError:
+        return ""
+    return f"{_MONTHS[t.month - 1]} {t.day:>2} {t:%H:%M:%S}"
+
+
+def _stamp(seconds: int, nanos: int) -> str:
+    if not 0 <= nanos < 1_000_000_000:
+        return "N/A"
+    prefix = _stamp_seconds(seconds)
+    return prefix + _MILLIS[nanos // 1_000_000] if prefix else "N/A"
+
+
+def _derived_summary(flow: flow_pb2.Flow, proto: str | None) -> str:
     l7 = flow.l7
     if l7.HasField("http"):
         http = l7.http
@@ -234,7 +306,8 @@ def _derived_summary(flow: flow_pb2.Flow) -> str:
         ips = f'"{",".join(dns.ips)}"' if dns.ips else ""
         answer = f"RCode: {DNS_RCODE.get(dns.rcode, dns.rcode)}" if dns.rcode else ips
         return f"DNS Answer {answer} TTL: {dns.ttl} ({dns.observation_source.capitalize()} {query})"
-    proto = flow.l4.WhichOneof("protocol")
+    if proto is None:
+        proto = flow.l4.WhichOneof("protocol")
     if proto == "TCP":
         flags = flow.l4.TCP.flags
         return "TCP Flags: " + ", ".join(name for name in _TCP_FLAG_ORDER if getattr(flags, name))
