@@ -5,21 +5,29 @@ and their kind-level labels; the straightforward path below loads FlowFacts
 for each flow and hands it to every family. Same snapshots on generated, real
 and deliberately odd flows, with default and with context options, mean the
 dispatch table neither skips a family nor reuses a label that is per flow.
+The straightforward path runs with the families' per-flow caches (labels by
+port, world-ness by destination) switched off, so the same snapshots also mean
+the caches change nothing, before and after their bounds are reached.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
 import hubble_bridge.mapping.metrics.aggregator as aggregator_module
+import hubble_bridge.mapping.metrics.families.flows_to_world as flows_to_world_module
+import hubble_bridge.mapping.metrics.families.port_distribution as port_distribution_module
 from hubble_bridge.api import flow_pb2, observer_pb2, sidecar_pb2
 from hubble_bridge.flows.codec import parse_json_line
 from hubble_bridge.generator import generate_responses
 from hubble_bridge.mapping.metrics import MetricsAggregator, MetricsConfig
 from hubble_bridge.mapping.metrics.facts import FlowFacts
+from hubble_bridge.mapping.metrics.families.flows_to_world import FlowsToWorldFamily
 from hubble_bridge.mapping.metrics.families.lost import LostEvents
 from hubble_bridge.mapping.metrics.http_semconv import HttpDurations
 from hubble_bridge.mapping.metrics.registry import build_families
@@ -71,10 +79,34 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
+# The families' bounded per-flow caches: (module, bound).
+CACHE_BOUNDS = (
+    (flows_to_world_module, "MAX_PORT_KEYS"),
+    (flows_to_world_module, "MAX_DESTINATIONS"),
+    (port_distribution_module, "MAX_PORT_KEYS"),
+)
+
+
+@contextmanager
+def cache_bounds(bound: int) -> Iterator[None]:
+    """Every per-flow cache bounded to `bound` entries (0: nothing is cached)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for module, name in CACHE_BOUNDS:
+            patch.setattr(module, name, bound)
+        yield
+
+
 def straightforward(
     config: MetricsConfig, messages: list[observer_pb2.GetFlowsResponse]
 ) -> tuple[list[MetricFamily], int]:
     """Every flow through every family, as the aggregator builds and orders them: snapshot, overflowed."""
+    with cache_bounds(0):
+        return _straightforward(config, messages)
+
+
+def _straightforward(
+    config: MetricsConfig, messages: list[observer_pb2.GetFlowsResponse]
+) -> tuple[list[MetricFamily], int]:
     errors: list[str] = []
     processors: list[Any] = build_families(config.families, config.cardinality_limit, errors)
     assert errors == []
@@ -178,6 +210,20 @@ def test_dispatch_counts_what_every_family_counts(
     assert (overflowed > 0) == (name == "overflowing")
 
 
+@pytest.mark.parametrize("name", ["every-option", "overflowing"])
+def test_full_caches_count_all_the_same(name: str, messages: list[observer_pb2.GetFlowsResponse]) -> None:
+    config = MetricsConfig(**CONFIGS[name])
+    agg = MetricsAggregator(config, start_time_ns=1)
+    with cache_bounds(2):
+        for message in messages:
+            agg.process(message)
+    (family,) = [f for f in agg._processors if isinstance(f, FlowsToWorldFamily)]
+    assert len(family._world) == 2
+    expected, overflowed = straightforward(config, messages)
+    assert agg.snapshot() == expected
+    assert agg.overflowed == overflowed
+
+
 def test_kinds_beyond_the_cache_are_counted_all_the_same(
     monkeypatch: pytest.MonkeyPatch, messages: list[observer_pb2.GetFlowsResponse]
 ) -> None:
@@ -198,3 +244,23 @@ def test_process_flow_takes_the_flow_itself(messages: list[observer_pb2.GetFlows
             by_response.process(message)
             by_flow.process_flow(message.flow)
     assert by_flow.snapshot() == by_response.snapshot() != []
+
+
+def test_world_is_decided_by_the_labels_not_the_identity() -> None:
+    """Cilium's CIDR identities carry reserved:world too, and field masks may drop the labels."""
+    destinations = [
+        flow_pb2.Endpoint(identity=2, labels=["reserved:world"]),
+        flow_pb2.Endpoint(identity=2),
+        flow_pb2.Endpoint(identity=16777217, labels=["cidr:1.2.3.4/32", "reserved:world"]),
+        flow_pb2.Endpoint(identity=10, labels=["reserved:world-ipv6"]),
+        flow_pb2.Endpoint(identity=10, labels=["reserved:world-ipv6x"]),
+    ]
+    agg = MetricsAggregator(MetricsConfig(families=["flows-to-world"]), start_time_ns=1)
+    for _ in range(2):  # the second round from the cache
+        for i, destination in enumerate(destinations):
+            flow = flow_pb2.Flow(verdict=flow_pb2.FORWARDED, destination=destination)
+            flow.is_reply.value = False
+            flow.l4.UDP.destination_port = 53 + i
+            agg.process_flow(flow)
+    (family,) = agg.snapshot()
+    assert [p.value for p in family.points] == [6]

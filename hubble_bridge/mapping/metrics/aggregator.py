@@ -1,9 +1,10 @@
 """MetricsConfig and MetricsAggregator: flows in, Hubble's metric families out.
 
-`process` is the hot path. A flow's kind (kind_key: verdict, direction, L4/L7
-arm, event type) decides most labels and which families can count it at all,
-so each kind gets, once, its FlowFacts and the handlers of just those
-families; a flow then costs the key, a dict lookup and those handlers.
+`process` is the hot path. A flow's kind (the key process_flow reads: verdict,
+direction, L4/L7 arm, L7 type, event type, is_reply) decides most labels and
+which families can count it at all, so each kind gets, once, its FlowFacts
+and the handlers of just those families; a flow then costs the key, a dict
+lookup and those handlers.
 `snapshot` turns the cumulative state into telemetry MetricFamily records
 (only metrics that have points).
 """
@@ -16,6 +17,7 @@ from hubble_bridge.api import flow_pb2, observer_pb2
 from hubble_bridge.errors import ConfigError
 from hubble_bridge.mapping.metrics.base import Family
 from hubble_bridge.mapping.metrics.facts import (
+    HTTP,
     IS_REPLY,
     L4,
     FlowFacts,
@@ -74,7 +76,7 @@ def _build(config: MetricsConfig) -> tuple[list[Family], int]:
     return families, limit
 
 
-# A kind's FlowFacts, handlers, and whether they read facts.l4 and facts.is_reply.
+# A kind's FlowFacts, handlers, and whether they read facts.l4 and the HTTP fields.
 _Plan = tuple[FlowFacts, tuple[Handler, ...], bool, bool]
 
 
@@ -86,6 +88,9 @@ class MetricsAggregator:
         if config.http_duration_histograms:
             processors.append(HttpDurations(limit))
         self._processors = tuple(processors)
+        # is_reply decides for whole kinds whether several families count a flow, so it is part of
+        # the kind key, but only read when some family looks at it at all.
+        self._key_reply = any(IS_REPLY in p.reads for p in processors)
         self._kinds: dict[KindKey, _Plan] = {}
         self._seq = 0
         self._lost = LostEvents(limit)
@@ -109,22 +114,40 @@ class MetricsAggregator:
             event_type = None
             sub_type = flow.HasField("l7")
         l4 = flow.l4
-        l7_kind = flow.l7.WhichOneof("record") if flow.HasField("l7") else None
-        key = (flow.verdict, flow.traffic_direction, l4.WhichOneof("protocol"), l7_kind, event_type, sub_type)
+        if flow.HasField("l7"):
+            l7 = flow.l7
+            l7_kind = l7.WhichOneof("record")
+            l7_type = l7.type if l7_kind else None
+        else:
+            l7 = l7_kind = l7_type = None
+        # reply_state(flow), inline: a true value is always set, only a false one needs HasField.
+        reply = None
+        if self._key_reply:
+            reply = True if flow.is_reply.value else (False if flow.HasField("is_reply") else None)
+        key = (
+            flow.verdict,
+            flow.traffic_direction,
+            l4.WhichOneof("protocol"),
+            l7_kind,
+            l7_type,
+            event_type,
+            sub_type,
+            reply,
+        )
         plan = self._kinds.get(key)
         if plan is None:
             plan = self._plan(flow)
             if len(self._kinds) < MAX_KINDS:
                 self._kinds[key] = plan
-        facts, handlers, reads_l4, reads_reply = plan
+        facts, handlers, reads_l4, reads_http = plan
         # Context label caches compare seq, so it must grow across all kinds' FlowFacts.
         self._seq = facts.seq = self._seq + 1
         facts.flow = flow
+        facts.l7 = l7
         if reads_l4:
             facts.l4 = getattr(l4, facts.l4_kind)  # reads_l4 implies an arm
-        if reads_reply:
-            # reply_state(flow), inline: a true value is always set, only a false one needs HasField.
-            facts.is_reply = True if flow.is_reply.value else (False if flow.HasField("is_reply") else None)
+        if reads_http:
+            facts.read_http(l7)  # reads_http implies an http arm
         for handler in handlers:
             handler(facts)
 
@@ -139,7 +162,8 @@ class MetricsAggregator:
             if handler is not None:
                 handlers.append(handler)
                 reads |= processor.reads
-        return facts, tuple(handlers), L4 in reads and facts.l4_kind is not None, IS_REPLY in reads
+        reads_l4 = L4 in reads and facts.l4_kind is not None
+        return facts, tuple(handlers), reads_l4, HTTP in reads and facts.l7_kind == "http"
 
     def snapshot(self) -> list[MetricFamily]:
         """Every metric with at least one point, cumulative since start_time_ns; safe to keep."""

@@ -1,7 +1,7 @@
 """The small interface every metric family implements, as Hubble's handlers do.
 
 A family is built once from its parsed options (unknown options fail here, never
-per flow). `handler` is asked once per kind of flow (FlowFacts, see kind_key)
+per flow). `handler` is asked once per kind of flow (FlowFacts, see its load)
 for the step that counts one flow of that kind, or None when no flow of the kind
 is the family's; whatever the kind decides (labels from the verdict, the
 protocol, the direction) is worked out there, not per flow. `process` is the
@@ -24,8 +24,9 @@ class Family:
     flags: ClassVar[frozenset[str]] = frozenset()
     # Families that cannot be enabled together with this one.
     conflicts: ClassVar[frozenset[str]] = frozenset()
-    # Per-flow FlowFacts parts (facts.L4, facts.IS_REPLY) the handlers use: the aggregator reads
-    # them once per flow, and only for kinds some family that reads them counts.
+    # FlowFacts parts the handlers use (facts.L4, facts.HTTP, facts.IS_REPLY): the aggregator reads
+    # them once per flow, and only for kinds some family that reads them counts (is_reply, part
+    # of the kind, only when some family reads it at all).
     reads: frozenset[str] = frozenset()
 
     def __init__(self, context: ContextOptions, flags: dict[str, str], limit: int, errors: list[str]) -> None:

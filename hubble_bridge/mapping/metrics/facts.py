@@ -1,12 +1,13 @@
 """What the metric families read from a flow: per kind of flow once, per flow the rest.
 
 Every family needs the verdict, the event type, the L4/L7 kind or the
-protocol. These depend only on the few fields the aggregator's kind key reads
-(MetricsAggregator.process_flow), so flows with equal kind keys have equal
-facts: the aggregator loads FlowFacts once per kind and then only swaps in each
-flow, its `seq` (which tells caches keyed on the flow, such as context label
-values, that the flow changed) and the per-flow parts several families share
-(`l4`, `is_reply`), read once instead of by each.
+protocol; several need is_reply or the L7 record's type. These depend only on
+the few fields the aggregator's kind key reads (MetricsAggregator.process_flow),
+so flows with equal kind keys have equal facts: the aggregator loads FlowFacts
+once per kind and then only swaps in each flow, its `seq` (which tells caches
+keyed on the flow, such as context label values, that the flow changed) and
+the per-flow parts several families share (`l4`, `l7` and the HTTP fields),
+read once instead of by each.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from hubble_bridge.api import flow_pb2
-from hubble_bridge.mapping.limits import clamp_ns
+from hubble_bridge.mapping.limits import UINT64_MAX, clamp_ns
 from hubble_bridge.mapping.metrics.names import (
     DROPPED,
     EVENT_ACCESS_LOG,
@@ -29,11 +30,13 @@ from hubble_bridge.mapping.metrics.names import (
 
 _L4_EVENTS = frozenset({EVENT_DROP, EVENT_TRACE, EVENT_POLICY_VERDICT, EVENT_CAPTURE})
 
-# Per-flow parts a family may take from FlowFacts (see Family.reads).
+# Per-flow parts a family may take from FlowFacts (see Family.reads); IS_REPLY is kind-level, but
+# only read (into the kind key) when some family uses it.
 L4 = "l4"
+HTTP = "http"
 IS_REPLY = "is_reply"
 
-# Read by MetricsAggregator.process_flow; it must cover every field load() reads but l4 and is_reply.
+# Read by MetricsAggregator.process_flow; it must cover every field load() reads but the per-flow parts.
 KindKey = tuple[Hashable, ...]
 
 
@@ -51,10 +54,17 @@ class FlowFacts:
         "direction",
         "event_type",
         "flow",
+        "http",
+        "http_code",
+        "http_method",
+        "http_protocol",
         "is_reply",
         "l4",
         "l4_kind",
+        "l7",
         "l7_kind",
+        "l7_type",
+        "latency_ns",
         "protocol",
         "seq",
         "sub_type",
@@ -72,10 +82,19 @@ class FlowFacts:
         self.sub_type = 0
         self.l4_kind: str | None = None  # the l4 oneof arm: "TCP", "UDP", "ICMPv4", ...
         self.l7_kind: str | None = None  # the l7 oneof arm: "dns", "http", "kafka"
+        self.l7_type: int | None = None  # flow.l7.type, for flows with an l7 arm only
         self.protocol = ""
-        # Per flow, and only when a family that reads them counts the flow's kind:
-        self.l4: Any = None  # the l4 arm's message (flow.l4.TCP, ...), None without an arm
         self.is_reply: bool | None = None  # reply_state(flow)
+        # Per flow:
+        self.l7: Any = None  # flow.l7 when the flow has it
+        # Only when a family that reads them counts the flow's kind:
+        self.l4: Any = None  # the l4 arm's message (flow.l4.TCP, ...), None without an arm
+        # HTTP, for kinds with an http arm: the flow.l7.http message and the fields everyone reads
+        self.http: Any = None
+        self.http_method = ""
+        self.http_protocol = ""
+        self.http_code = 0
+        self.latency_ns = 0  # flow.l7.latency_ns
 
     def load(self, flow: flow_pb2.Flow) -> None:
         self.seq += 1
@@ -86,7 +105,11 @@ class FlowFacts:
         l4_kind = self.l4_kind = flow.l4.WhichOneof("protocol")
         self.l4 = getattr(flow.l4, l4_kind) if l4_kind else None
         self.is_reply = reply_state(flow)
-        l7_kind = self.l7_kind = flow.l7.WhichOneof("record") if flow.HasField("l7") else None
+        self.l7 = l7 = flow.l7 if flow.HasField("l7") else None
+        l7_kind = self.l7_kind = l7.WhichOneof("record") if l7 is not None else None
+        self.l7_type = l7.type if l7_kind else None
+        if l7_kind == "http":
+            self.read_http(l7)
         if flow.HasField("event_type"):
             event = flow.event_type
             event_type = self.event_type = event.type
@@ -111,6 +134,14 @@ class FlowFacts:
         else:
             self.protocol = l4_kind or "Unknown flow"
 
+    def read_http(self, l7: Any) -> None:
+        """The HTTP fields of an http flow's l7 record, for the families that share them."""
+        http = self.http = l7.http
+        self.http_method = http.method
+        self.http_protocol = http.protocol
+        self.http_code = http.code
+        self.latency_ns = l7.latency_ns
+
 
 # What a metric family does with each flow of one kind (see Family.handler).
 Handler = Callable[[FlowFacts], None]
@@ -120,6 +151,8 @@ def trace_id(flow: flow_pb2.Flow) -> bytes:
     """The W3C trace id of the flow as 16 bytes, or b"" when absent or malformed."""
     # An unset trace_context reads as trace id "", which fromhex turns into b"": no HasField needed.
     text = flow.trace_context.parent.trace_id
+    if not text:
+        return b""
     try:
         raw = bytes.fromhex(text)
     except ValueError:
@@ -129,4 +162,6 @@ def trace_id(flow: flow_pb2.Flow) -> bytes:
 
 def time_ns(flow: flow_pb2.Flow) -> int:
     ts = flow.time
-    return clamp_ns(ts.seconds * 1_000_000_000 + ts.nanos)
+    ns = ts.seconds * 1_000_000_000 + ts.nanos
+    # clamp_ns, inline: a time within OTLP's fixed64 range (nearly always) as it is
+    return ns if 0 <= ns <= UINT64_MAX else clamp_ns(ns)

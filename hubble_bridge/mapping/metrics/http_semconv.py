@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from hubble_bridge.api import flow_pb2
 from hubble_bridge.mapping import semconv
-from hubble_bridge.mapping.metrics.facts import L4, FlowFacts, Handler, time_ns, trace_id
+from hubble_bridge.mapping.metrics.facts import HTTP, L4, FlowFacts, Handler, time_ns, trace_id
 from hubble_bridge.mapping.metrics.names import EGRESS, INGRESS, L7_RESPONSE
 from hubble_bridge.mapping.metrics.series import Histogram, Series
 
@@ -47,7 +47,7 @@ def protocol_version(protocol: str) -> str:
 
 
 class HttpDurations:
-    reads = frozenset({L4})
+    reads = frozenset({L4, HTTP})
 
     def __init__(self, limit: int) -> None:
         self.server = Histogram(
@@ -70,7 +70,9 @@ class HttpDurations:
 
     def handler(self, kind: FlowFacts) -> Handler | None:
         direction = kind.direction
-        if kind.l7_kind != "http" or (direction != INGRESS and direction != EGRESS):
+        if kind.l7_kind != "http" or kind.l7_type != L7_RESPONSE:
+            return None
+        if direction != INGRESS and direction != EGRESS:
             return None
         ported = kind.l4_kind in _PORTED
         versions = self._versions
@@ -78,28 +80,26 @@ class HttpDurations:
         observe = self.server.observe if server_side else self.client.observe
 
         def count(facts: FlowFacts) -> None:
-            flow = facts.flow
-            l7 = flow.l7
-            latency_ns = l7.latency_ns
-            if l7.type != L7_RESPONSE or not latency_ns:
+            latency_ns = facts.latency_ns
+            if not latency_ns:
                 return
-            http = l7.http
-            method = http.method
+            method = facts.http_method
             if method not in KNOWN_METHODS:
                 method = "_OTHER"
-            code = http.code
+            code = facts.http_code
             status = str(code) if code else ""  # error.type is the code as text
-            protocol = http.protocol
+            protocol = facts.http_protocol
             version = versions.get(protocol)
             if version is None:
                 version = protocol_version(protocol)
                 if len(versions) < 64:  # a handful in practice; never let odd input grow it
                     versions[protocol] = version
+            flow = facts.flow
             server = _server_address(flow)
             # http.response.status_code and server.port are ints in the conventions (0 = absent, omitted)
             if server_side:
                 error = status if code >= 500 else ""
-                scheme = http.url.partition("://")[0].lower()
+                scheme = facts.http.url.partition("://")[0].lower()
                 key = (method, code, "http", version, server, scheme if scheme in _SCHEMES else "", error)
             else:
                 error = status if code >= 400 else ""
@@ -121,9 +121,10 @@ class HttpDurations:
 
 def _server_address(flow: flow_pb2.Flow) -> str:
     """Service name, else workload, else pod; semconv's fallbacks then: a DNS name, else the IP."""
+    service = flow.source_service.name
+    if service:
+        return service
     source = flow.source
-    if flow.source_service.name:
-        return flow.source_service.name
     if source.workloads:
         return source.workloads[0].name
     if source.pod_name:

@@ -37,40 +37,46 @@ class DnsFamily(Family):
     def handler(self, kind: FlowFacts) -> Handler | None:
         if kind.l7_kind != "dns":
             return None
-        dropped = kind.verdict == DROPPED
         include_query = self.include_query
         ignore_aaaa = self.ignore_aaaa
-        queries = self.queries.inc
+        context = self.context if self.has_context else None
+        reply = kind.is_reply
+        if reply is None:
+            reply = kind.l7_type == L7_RESPONSE
+        if kind.verdict == DROPPED or not reply:
+            rcode = "Policy denied" if kind.verdict == DROPPED else ""
+            queries = self.queries.inc
+
+            def count_query(facts: FlowFacts) -> None:
+                dns = facts.l7.dns
+                qtypes_list = dns.qtypes
+                if ignore_aaaa and len(qtypes_list) == 1 and qtypes_list[0] == "AAAA":
+                    return
+                key = (rcode, ",".join(qtypes_list), str(len(dns.ips)))
+                if include_query:
+                    key += (dns.query,)
+                queries(key if context is None else context.values(facts) + key)
+
+            return count_query
+
         responses = self.responses.inc
         response_types = self.response_types.inc
-        context = self.context if self.has_context else None
 
-        def count(facts: FlowFacts) -> None:
-            flow = facts.flow
-            l7 = flow.l7
-            dns = l7.dns
+        def count_response(facts: FlowFacts) -> None:
+            dns = facts.l7.dns
             qtypes_list = dns.qtypes
             if ignore_aaaa and len(qtypes_list) == 1 and qtypes_list[0] == "AAAA":
                 return
             ctx = () if context is None else context.values(facts)
             qtypes = ",".join(qtypes_list)
             query = (dns.query,) if include_query else ()
-            ips = str(len(dns.ips))
-            if dropped:
-                queries((*ctx, "Policy denied", qtypes, ips, *query))
-                return
-            reply = facts.is_reply
-            if reply is None:
-                reply = l7.type == L7_RESPONSE
-            if not reply:
-                queries((*ctx, "", qtypes, ips, *query))
-                return
-            rcode = DNS_RCODE.get(dns.rcode) or str(dns.rcode)
-            responses((*ctx, rcode, qtypes, ips, *query))
+            code = dns.rcode
+            rcode = DNS_RCODE.get(code) or str(code)
+            responses((*ctx, rcode, qtypes, str(len(dns.ips)), *query))
             for rrtype in dns.rrtypes:
                 response_types((*ctx, rrtype, qtypes, *query))
 
-        return count
+        return count_response
 
     def series(self) -> list[Series]:
         return [self.queries, self.responses, self.response_types]

@@ -15,6 +15,17 @@ from hubble_bridge.mapping.metrics.options import ContextOptions
 from hubble_bridge.mapping.metrics.series import Counter, Series
 
 _PORTED = frozenset({"TCP", "UDP", "SCTP"})
+# Label keys kept per kind: the ports a cluster talks to are few, a port scan must not grow the cache.
+MAX_PORT_KEYS = 1024
+# Destinations whose world-ness is remembered: a cluster's endpoints, each pod its own.
+MAX_DESTINATIONS = 8192
+
+
+def _port_key(keys: dict[int, tuple[str, ...]], prefix: tuple[str, ...], port: int) -> tuple[str, ...]:
+    key = (*prefix, str(port))
+    if len(keys) < MAX_PORT_KEYS:
+        keys[port] = key
+    return key
 
 
 class FlowsToWorldFamily(Family):
@@ -30,12 +41,18 @@ class FlowsToWorldFamily(Family):
         labels = ("protocol", "verdict", *(("port",) if self.port else ()), *context.label_names)
         help_text = "Total number of flows to reserved:world"
         self.flows = Counter("hubble.flows_to_world", help_text, labels, limit)
+        # Whether a destination carries a world label, by its serialized Endpoint: serializing
+        # costs half of turning each label into a str, and the bytes fix the labels exactly.
+        self._world: dict[bytes, bool] = {}
 
     def handler(self, kind: FlowFacts) -> Handler | None:
         l4_kind = kind.l4_kind
         if l4_kind is None or (self.syn_only and l4_kind != "TCP"):
             return None
         dropped = kind.verdict == DROPPED
+        is_reply = kind.is_reply
+        if (is_reply and not dropped) or (self.syn_only and is_reply):
+            return None
         policy_drops_only = dropped and not self.any_drop
         syn_only = self.syn_only
         ported = self.port and l4_kind in _PORTED
@@ -44,22 +61,29 @@ class FlowsToWorldFamily(Family):
             prefix += ("",)
         inc = self.flows.inc
         context = self.context if self.has_context else None
+        keys: dict[int, tuple[str, ...]] = {}  # by destination port, when ported
+        world = self._world
 
-        # Cheapest test first: the destination's labels are the costliest read of all.
+        # Cheapest test first: the destination is the costliest read of all.
         def count(facts: FlowFacts) -> None:
-            is_reply = facts.is_reply
-            if is_reply and not dropped:
-                return
             flow = facts.flow
             if policy_drops_only and flow.drop_reason_desc != POLICY_DENIED:
                 return
-            if syn_only and (is_reply or not facts.l4.flags.SYN):
+            if syn_only and not facts.l4.flags.SYN:
                 return
-            if WORLD_LABELS.isdisjoint(flow.destination.labels):
+            destination = flow.destination
+            serialized = destination.SerializeToString()
+            to_world = world.get(serialized)
+            if to_world is None:
+                to_world = not WORLD_LABELS.isdisjoint(destination.labels)
+                if len(world) < MAX_DESTINATIONS:
+                    world[serialized] = to_world
+            if not to_world:
                 return
             key = prefix
             if ported:
-                key += (str(facts.l4.destination_port),)
+                port = facts.l4.destination_port
+                key = keys.get(port) or _port_key(keys, prefix, port)
             inc(key if context is None else key + context.values(facts))
 
         return count

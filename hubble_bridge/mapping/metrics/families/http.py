@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from hubble_bridge.mapping.metrics.base import Family, bool_flag
-from hubble_bridge.mapping.metrics.facts import FlowFacts, Handler, time_ns, trace_id
+from hubble_bridge.mapping.metrics.facts import HTTP, FlowFacts, Handler, time_ns, trace_id
 from hubble_bridge.mapping.metrics.names import L7_REQUEST, L7_RESPONSE, REPORTER
 from hubble_bridge.mapping.metrics.options import ContextOptions
 from hubble_bridge.mapping.metrics.series import PROMETHEUS_DEFAULT_BUCKETS, Counter, Histogram, Series
@@ -22,6 +22,7 @@ class HttpV2Family(Family):
     name = "httpV2"
     flags = frozenset({"exemplars"})
     conflicts = frozenset({"http"})
+    reads = frozenset({HTTP})
 
     def __init__(self, context: ContextOptions, flags: dict[str, str], limit: int, errors: list[str]) -> None:
         super().__init__(context, flags, limit, errors)
@@ -38,24 +39,28 @@ class HttpV2Family(Family):
         )
 
     def handler(self, kind: FlowFacts) -> Handler | None:
-        if kind.l7_kind != "http":
+        if kind.l7_kind != "http" or kind.l7_type != L7_RESPONSE:
             return None
         reporter = REPORTER.get(kind.direction, "unknown")
         inc = self.requests.inc
         observe = self._observer()
         context = self.context if self.has_context else None
+        if context is None:
 
-        def count(facts: FlowFacts) -> None:
-            l7 = facts.flow.l7
-            if l7.type != L7_RESPONSE:
-                return
-            http = l7.http
-            ctx = () if context is None else context.values(facts, invert=True)
-            method = http.method
-            inc((*ctx, method, http.protocol, str(http.code), reporter))
-            observe(facts, (*ctx, method, reporter), l7.latency_ns)
+            def count(facts: FlowFacts) -> None:
+                method = facts.http_method
+                inc((method, facts.http_protocol, str(facts.http_code), reporter))
+                observe(facts, (method, reporter), facts.latency_ns)
 
-        return count
+            return count
+
+        def count_in_context(facts: FlowFacts) -> None:
+            ctx = context.values(facts, invert=True)
+            method = facts.http_method
+            inc((*ctx, method, facts.http_protocol, str(facts.http_code), reporter))
+            observe(facts, (*ctx, method, reporter), facts.latency_ns)
+
+        return count_in_context
 
     def _observer(self) -> Callable[[FlowFacts, tuple[str, ...], int], None]:
         """Records one duration, with the flow's trace id as exemplar when the option asks for it."""
@@ -92,28 +97,30 @@ class HttpFamily(HttpV2Family):
         )
 
     def handler(self, kind: FlowFacts) -> Handler | None:
-        if kind.l7_kind != "http":
+        l7_type = kind.l7_type
+        if kind.l7_kind != "http" or (l7_type != L7_REQUEST and l7_type != L7_RESPONSE):
             return None
         reporter = REPORTER.get(kind.direction, "unknown")
-        requests = self.requests.inc
+        context = self.context if self.has_context else None
+        if l7_type == L7_REQUEST:
+            requests = self.requests.inc
+
+            def count_request(facts: FlowFacts) -> None:
+                ctx = () if context is None else context.values(facts)
+                requests((*ctx, facts.http_method, facts.http_protocol, reporter))
+
+            return count_request
+
         responses = self.responses.inc
         observe = self._observer()
-        context = self.context if self.has_context else None
 
-        def count(facts: FlowFacts) -> None:
-            l7 = facts.flow.l7
-            l7_type = l7.type
-            if l7_type != L7_REQUEST and l7_type != L7_RESPONSE:
-                return
-            http = l7.http
+        def count_response(facts: FlowFacts) -> None:
             ctx = () if context is None else context.values(facts)
-            if l7_type == L7_REQUEST:
-                requests((*ctx, http.method, http.protocol, reporter))
-                return
-            responses((*ctx, http.method, http.protocol, str(http.code), reporter))
-            observe(facts, (*ctx, http.method, reporter), l7.latency_ns)
+            method = facts.http_method
+            responses((*ctx, method, facts.http_protocol, str(facts.http_code), reporter))
+            observe(facts, (*ctx, method, reporter), facts.latency_ns)
 
-        return count
+        return count_response
 
     def series(self) -> list[Series]:
         return [self.requests, self.responses, self.duration]

@@ -26,7 +26,7 @@ class KafkaFamily(Family):
         )
 
     def handler(self, kind: FlowFacts) -> Handler | None:
-        if kind.l7_kind != "kafka":
+        if kind.l7_kind != "kafka" or kind.l7_type != L7_REQUEST:
             return None
         reporter = REPORTER.get(kind.direction, "unknown")
         inc = self.requests.inc
@@ -34,9 +34,7 @@ class KafkaFamily(Family):
         context = self.context if self.has_context else None
 
         def count(facts: FlowFacts) -> None:
-            l7 = facts.flow.l7
-            if l7.type != L7_REQUEST:
-                return
+            l7 = facts.l7
             kafka = l7.kafka
             ctx = () if context is None else context.values(facts)
             topic = kafka.topic

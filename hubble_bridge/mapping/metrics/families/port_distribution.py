@@ -14,6 +14,8 @@ from hubble_bridge.mapping.metrics.series import Counter, Series
 
 _PORTED = frozenset({"TCP", "UDP", "SCTP"})
 _ICMP = frozenset({"ICMPv4", "ICMPv6"})
+# Label keys kept per kind: the ports a cluster serves are few, a port scan must not grow the cache.
+MAX_PORT_KEYS = 1024
 
 
 class PortDistributionFamily(Family):
@@ -31,17 +33,24 @@ class PortDistributionFamily(Family):
         l4_kind = kind.l4_kind
         if l4_kind is None or (kind.verdict != FORWARDED and kind.verdict != REDIRECTED):
             return None
-        if l4_kind not in _PORTED and l4_kind not in _ICMP:
+        if (l4_kind not in _PORTED and l4_kind not in _ICMP) or kind.is_reply is not False:
             return None
-        ported = l4_kind in _PORTED
         inc = self.ports.inc
         context = self.context if self.has_context else None
+        if l4_kind in _ICMP:
+            key = (l4_kind, "0")
+            if context is None:
+                return lambda facts: inc(key)
+            return lambda facts: inc(key + context.values(facts))
+        keys: dict[int, tuple[str, str]] = {}  # by destination port
 
         def count(facts: FlowFacts) -> None:
-            if facts.is_reply is not False:
-                return
-            port = str(facts.l4.destination_port) if ported else "0"
-            key = (l4_kind, port)
+            port = facts.l4.destination_port
+            key = keys.get(port)
+            if key is None:
+                key = (l4_kind, str(port))
+                if len(keys) < MAX_PORT_KEYS:
+                    keys[port] = key
             inc(key if context is None else key + context.values(facts))
 
         return count

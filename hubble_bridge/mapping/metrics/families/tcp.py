@@ -27,16 +27,21 @@ class TcpFamily(Family):
             return None
         inc = self.flags_total.inc
         context = self.context if self.has_context else None
+        # Proxied (L7) flows rarely carry flags at all: one HasField then spares reading three.
+        check_set = kind.l7_kind is not None
 
         def count(facts: FlowFacts) -> None:
-            flow = facts.flow
-            # Absent flags read as all false, which counts nothing: no HasField("flags") needed.
-            flags = facts.l4.flags
+            tcp = facts.l4
+            # Absent flags read as all false, which counts nothing: the HasField is only a shortcut.
+            if check_set and not tcp.HasField("flags"):
+                return
+            flags = tcp.flags
             fin = flags.FIN
             syn = flags.SYN
             rst = flags.RST
             if not (fin or syn or rst):
                 return
+            flow = facts.flow
             ip_version = flow.IP.ipVersion
             if not ip_version and not flow.HasField("IP"):
                 return
