@@ -73,6 +73,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
             "httpV2:exemplars=true;labelsContext=source_pod,destination_pod",
             "flows-to-world:port",
             "tcp",
+            "flow",  # per-kind Counts, some of whose keys the limit turns away
+            "policy",
+            "port-distribution",
         ],
         "cardinality_limit": 5,
     },

@@ -17,6 +17,7 @@ from hubble_bridge.api import flow_pb2, observer_pb2
 from hubble_bridge.errors import ConfigError
 from hubble_bridge.mapping.metrics.base import Family
 from hubble_bridge.mapping.metrics.facts import (
+    EXTENSIONS,
     HTTP,
     IS_REPLY,
     L4,
@@ -27,7 +28,7 @@ from hubble_bridge.mapping.metrics.facts import (
 from hubble_bridge.mapping.metrics.families.lost import LostEvents
 from hubble_bridge.mapping.metrics.http_semconv import HttpDurations
 from hubble_bridge.mapping.metrics.registry import build_families
-from hubble_bridge.mapping.metrics.series import Series
+from hubble_bridge.mapping.metrics.series import Count, Series
 from hubble_bridge.telemetry import MetricFamily
 
 # Kinds seen in practice number in the tens; a stream of made-up enum values must not grow the cache.
@@ -76,8 +77,10 @@ def _build(config: MetricsConfig) -> tuple[list[Family], int]:
     return families, limit
 
 
-# A kind's FlowFacts, handlers, and whether they read facts.l4 and the HTTP fields.
-_Plan = tuple[FlowFacts, tuple[Handler, ...], bool, bool]
+# A Count the aggregator adds inline: the counter's points and the admitted key.
+_CountCell = tuple[dict[tuple[str, ...], int], tuple[str, ...]]
+# A kind's FlowFacts, handlers, Counts, and whether they read facts.l4 and the HTTP fields.
+_Plan = tuple[FlowFacts, tuple[Handler, ...], tuple[_CountCell, ...], bool, bool]
 
 
 class MetricsAggregator:
@@ -91,6 +94,7 @@ class MetricsAggregator:
         # is_reply decides for whole kinds whether several families count a flow, so it is part of
         # the kind key, but only read when some family looks at it at all.
         self._key_reply = any(IS_REPLY in p.reads for p in processors)
+        self._key_extensions = any(EXTENSIONS in p.reads for p in processors)
         self._kinds: dict[KindKey, _Plan] = {}
         self._seq = 0
         self._lost = LostEvents(limit)
@@ -124,6 +128,7 @@ class MetricsAggregator:
         reply = None
         if self._key_reply:
             reply = True if flow.is_reply.value else (False if flow.HasField("is_reply") else None)
+        extensions = flow.HasField("extensions") if self._key_extensions else None
         key = (
             flow.verdict,
             flow.traffic_direction,
@@ -133,13 +138,14 @@ class MetricsAggregator:
             event_type,
             sub_type,
             reply,
+            extensions,
         )
         plan = self._kinds.get(key)
         if plan is None:
             plan = self._plan(flow)
             if len(self._kinds) < MAX_KINDS:
                 self._kinds[key] = plan
-        facts, handlers, reads_l4, reads_http = plan
+        facts, handlers, counts, reads_l4, reads_http = plan
         # Context label caches compare seq, so it must grow across all kinds' FlowFacts.
         self._seq = facts.seq = self._seq + 1
         facts.flow = flow
@@ -150,20 +156,30 @@ class MetricsAggregator:
             facts.read_http(l7)  # reads_http implies an http arm
         for handler in handlers:
             handler(facts)
+        for points, count_key in counts:
+            points[count_key] += 1
 
     def _plan(self, flow: flow_pb2.Flow) -> _Plan:
         """FlowFacts for the flow's kind, the handlers of the families counting such flows, what they read."""
         facts = FlowFacts()
         facts.load(flow)
         handlers: list[Handler] = []
+        counts: list[_CountCell] = []
         reads: set[str] = set()
         for processor in self._processors:
             handler = processor.handler(facts)
-            if handler is not None:
+            if handler is None:
+                continue
+            reads |= processor.reads
+            # The flow being planned is the kind's first, so its Count admits the key just as its
+            # inc would; a key the limit turns away goes on through inc, to the overflow series.
+            if isinstance(handler, Count) and handler.counter.admit(handler.key):
+                counts.append((handler.counter.points, handler.key))
+            else:
                 handlers.append(handler)
-                reads |= processor.reads
         reads_l4 = L4 in reads and facts.l4_kind is not None
-        return facts, tuple(handlers), reads_l4, HTTP in reads and facts.l7_kind == "http"
+        reads_http = HTTP in reads and facts.l7_kind == "http"
+        return facts, tuple(handlers), tuple(counts), reads_l4, reads_http
 
     def snapshot(self) -> list[MetricFamily]:
         """Every metric with at least one point, cumulative since start_time_ns; safe to keep."""

@@ -35,6 +35,7 @@ _L4_EVENTS = frozenset({EVENT_DROP, EVENT_TRACE, EVENT_POLICY_VERDICT, EVENT_CAP
 L4 = "l4"
 HTTP = "http"
 IS_REPLY = "is_reply"
+EXTENSIONS = "extensions"  # kind-level as is_reply: whether the flow has extensions
 
 # Read by MetricsAggregator.process_flow; it must cover every field load() reads but the per-flow parts.
 KindKey = tuple[Hashable, ...]
@@ -54,6 +55,7 @@ class FlowFacts:
         "direction",
         "event_type",
         "flow",
+        "has_extensions",
         "http",
         "http_code",
         "http_method",
@@ -85,6 +87,7 @@ class FlowFacts:
         self.l7_type: int | None = None  # flow.l7.type, for flows with an l7 arm only
         self.protocol = ""
         self.is_reply: bool | None = None  # reply_state(flow)
+        self.has_extensions = False
         # Per flow:
         self.l7: Any = None  # flow.l7 when the flow has it
         # Only when a family that reads them counts the flow's kind:
@@ -105,6 +108,7 @@ class FlowFacts:
         l4_kind = self.l4_kind = flow.l4.WhichOneof("protocol")
         self.l4 = getattr(flow.l4, l4_kind) if l4_kind else None
         self.is_reply = reply_state(flow)
+        self.has_extensions = flow.HasField("extensions")
         self.l7 = l7 = flow.l7 if flow.HasField("l7") else None
         l7_kind = self.l7_kind = l7.WhichOneof("record") if l7 is not None else None
         self.l7_type = l7.type if l7_kind else None

@@ -68,11 +68,36 @@ class Counter(_Series):
                 self._overflow += n
                 self.overflowed += 1
 
+    def admit(self, key: tuple[str, ...]) -> bool:
+        """Make key's series ahead of its first inc (at 0); False when beyond the limit."""
+        if key not in self.points:
+            if len(self.points) >= self.limit:
+                return False
+            self.points[key] = 0
+        return True
+
     def family(self, start_time_ns: int) -> MetricFamily:
         points = [NumberPoint(self._attributes(k), v) for k, v in self.points.items()]
         if self._overflow:
             points.append(NumberPoint(OVERFLOW_ATTRIBUTES, self._overflow))
         return MetricFamily(self.name, self.description, self.unit, MetricKind.COUNTER, points, start_time_ns)
+
+
+class Count:
+    """A handler adding 1 under one fixed key for each flow of its kind.
+
+    The aggregator admits the key when it plans the kind, right before that
+    kind's first flow counts, and then adds to the series inline.
+    """
+
+    __slots__ = ("counter", "key")
+
+    def __init__(self, counter: Counter, key: tuple[str, ...]) -> None:
+        self.counter = counter
+        self.key = key
+
+    def __call__(self, facts: object) -> None:
+        self.counter.inc(self.key)
 
 
 class Histogram(_Series):

@@ -14,7 +14,7 @@ from hubble_bridge.mapping.metrics.names import (
     TRACE_OBSERVATION_POINTS,
 )
 from hubble_bridge.mapping.metrics.options import ContextOptions
-from hubble_bridge.mapping.metrics.series import Counter, Series
+from hubble_bridge.mapping.metrics.series import Count, Counter, Series
 
 _TYPE_NAMES = {
     EVENT_DROP: "Drop",
@@ -46,7 +46,7 @@ class FlowFamily(Family):
         key = (kind.protocol, type_name, subtype, kind.verdict_name)
         inc = self.flows.inc
         if not self.has_context:
-            return lambda facts: inc(key)
+            return Count(self.flows, key)
         values = self.context.values
         return lambda facts: inc(key + values(facts))
 

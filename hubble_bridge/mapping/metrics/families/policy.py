@@ -18,7 +18,7 @@ from hubble_bridge.mapping.metrics.names import (
     VERDICT_LOWER,
 )
 from hubble_bridge.mapping.metrics.options import ContextOptions
-from hubble_bridge.mapping.metrics.series import Counter, Series
+from hubble_bridge.mapping.metrics.series import Count, Counter, Series
 
 
 class PolicyFamily(Family):
@@ -40,7 +40,7 @@ class PolicyFamily(Family):
         if event_type == EVENT_ACCESS_LOG:
             key: tuple[str, ...] = (direction, f"l7/{kind.l7_kind or ''}", action)
             if context is None:
-                return lambda facts: inc(key)
+                return Count(self.verdicts, key)
             return lambda facts: inc(key + context.values(facts))
         if event_type != EVENT_POLICY_VERDICT:
             return None

@@ -10,7 +10,7 @@ from hubble_bridge.mapping.metrics.base import Family
 from hubble_bridge.mapping.metrics.facts import IS_REPLY, L4, FlowFacts, Handler
 from hubble_bridge.mapping.metrics.names import FORWARDED, REDIRECTED
 from hubble_bridge.mapping.metrics.options import ContextOptions
-from hubble_bridge.mapping.metrics.series import Counter, Series
+from hubble_bridge.mapping.metrics.series import Count, Counter, Series
 
 _PORTED = frozenset({"TCP", "UDP", "SCTP"})
 _ICMP = frozenset({"ICMPv4", "ICMPv6"})
@@ -40,7 +40,7 @@ class PortDistributionFamily(Family):
         if l4_kind in _ICMP:
             key = (l4_kind, "0")
             if context is None:
-                return lambda facts: inc(key)
+                return Count(self.ports, key)
             return lambda facts: inc(key + context.values(facts))
         keys: dict[int, tuple[str, str]] = {}  # by destination port
 

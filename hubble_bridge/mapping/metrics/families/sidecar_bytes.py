@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from hubble_bridge.api import sidecar_pb2
 from hubble_bridge.mapping.metrics.base import Family
-from hubble_bridge.mapping.metrics.facts import FlowFacts, Handler
+from hubble_bridge.mapping.metrics.facts import EXTENSIONS, FlowFacts, Handler
 from hubble_bridge.mapping.metrics.options import ContextOptions
 from hubble_bridge.mapping.metrics.series import Counter, Series
 
@@ -19,6 +19,7 @@ TYPE_URL = "type.googleapis.com/" + sidecar_pb2.SidecarFlow.DESCRIPTOR.full_name
 
 class SidecarBytesFamily(Family):
     name = "sidecar-bytes"
+    reads = frozenset({EXTENSIONS})
 
     def __init__(self, context: ContextOptions, flags: dict[str, str], limit: int, errors: list[str]) -> None:
         super().__init__(context, flags, limit, errors)
@@ -43,7 +44,9 @@ class SidecarBytesFamily(Family):
         )
         self._ext = sidecar_pb2.SidecarFlow()
 
-    def handler(self, kind: FlowFacts) -> Handler:
+    def handler(self, kind: FlowFacts) -> Handler | None:
+        if not kind.has_extensions:
+            return None
         protocol = kind.protocol
         ext = self._ext
         packets = self.packets.inc
@@ -53,7 +56,7 @@ class SidecarBytesFamily(Family):
 
         def count(facts: FlowFacts) -> None:
             flow = facts.flow
-            if not flow.HasField("extensions") or flow.extensions.type_url != TYPE_URL:
+            if flow.extensions.type_url != TYPE_URL:
                 return
             ext.Clear()
             ext.MergeFromString(flow.extensions.value)
