@@ -16,8 +16,10 @@ from hubble_bridge.api import flow_pb2, observer_pb2
 from hubble_bridge.errors import FlowDecodeError
 from hubble_bridge.flows.codec import parse_json_line, timestamp_from_ns, timestamp_ns
 from hubble_bridge.mapping.limits import AttributeLimits
-from hubble_bridge.mapping.redact import RedactConfig
+from hubble_bridge.mapping.redact import HeaderScanner, RedactConfig, redact_url, scan_headers
 from hubble_bridge.mapping.spans import SpanConfig, SpanMapper
+from hubble_bridge.mapping.spans_attrs import UrlParts, split_url
+from hubble_bridge.mapping.spans_context import WANTED_HEADERS
 from hubble_bridge.telemetry import SpanKind, SpanRecord, StatusCode
 from tests.conftest import SHARED_FLOWS
 
@@ -626,3 +628,87 @@ def test_process_flow_matches_process_and_needs_a_flow() -> None:
     assert (a.pending, a.unanswered, a.watermark_ns) == (b.pending, b.unanswered, b.watermark_ns)
     # No flow reads as an empty Flow: neither L7 nor L3/L4.
     assert a.process(observer_pb2.GetFlowsResponse()) == []
+
+
+# Per-mapper caches: same results as the functions they stand in for
+
+
+REDACT_CONFIGS = {
+    "default": RedactConfig(),
+    "off": RedactConfig(enabled=False),
+    "wide": RedactConfig(
+        keep_headers=("User-Agent", "x-request-id", "authorization", "b3", "x-custom"),
+        keep_query_params=("page",),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REDACT_CONFIGS))
+def test_header_scanner_matches_scan_headers(name: str) -> None:
+    cfg = REDACT_CONFIGS[name]
+    lines = [
+        ("Accept", "a"), ("X-Request-Id", "r1"), ("x-request-id", "r2"), ("Authorization", "Bearer s"),
+        ("AUTHORIZATION", "Bearer t"), ("b3", "1"), ("Traceparent", TRACEPARENT), ("User-Agent", "ua"),
+        ("X-Custom", "c1"), ("x-custom", "c2"), ("Cookie", "k=v"), ("tracestate", "x=y"),
+    ]  # fmt: skip
+    scanner = HeaderScanner(cfg, WANTED_HEADERS)
+    small = HeaderScanner(cfg, WANTED_HEADERS)
+    small.MAX_NAMES = 3  # the names past the bound are worked out each time instead
+    for headers in (lines, lines[::-1], lines[3:7], []):
+        given = [flow_pb2.HTTPHeader(key=k, value=v) for k, v in headers]
+        expected = scan_headers(given, cfg, WANTED_HEADERS)
+        for _ in range(2):  # the second pass runs on remembered names
+            assert scanner.scan(given) == small.scan(given) == expected
+            assert list(scanner.scan(given)[0]) == list(expected[0])
+            assert scanner.wanted(given) == small.wanted(given) == expected[1]
+    assert len(small._plans) == 3
+
+
+@pytest.mark.parametrize("name", sorted(REDACT_CONFIGS))
+def test_url_parts_match_redact_and_split_and_stay_bounded(name: str) -> None:
+    cfg = REDACT_CONFIGS[name]
+    urls = UrlParts(cfg)
+    urls.MAX_URLS = 2
+    given = [
+        "/api?page=2&token=s", "http://u:p@h:8080/a/b?x=1#f", "https://h", "/plain", "relative?q=1", "?",
+        "//u@h/p", "ftp://h/p?page=1",
+    ]  # fmt: skip
+    for url in given * 2:
+        redacted = redact_url(url, cfg)
+        scheme, path, query = split_url(redacted)
+        expected = {"url.full": redacted, "url.scheme": scheme} if scheme else {}
+        expected.update({"url.path": path} if path else {})
+        expected.update({"url.query": query} if query else {})
+        got = urls.attributes(url)
+        assert got == expected and list(got) == list(expected)
+        assert len(urls._cache) <= 2
+
+
+def test_request_with_x_request_id_is_not_found_by_connection() -> None:
+    # A request with an id is filed under it alone: a response on the same connection without
+    # the id is a lone span, and the request ends unanswered.
+    req, _ = http_pair(flow_pb2.EGRESS, T0, headers=(("x-request-id", "rid-1"),))
+    _, resp = http_pair(flow_pb2.EGRESS, T0)
+    m = mapper(join_window_s=1.0)
+    [lone] = run(m, [req, resp])
+    assert m.pending == 1 and "hubble.l7.unanswered" not in lone.attributes
+    [unanswered] = m.drain()
+    assert unanswered.attributes["hubble.l7.unanswered"] is True
+    assert unanswered.attributes["http.request.header.x-request-id"] == ["rid-1"]
+
+
+def test_server_linked_to_its_client_takes_the_client_context_over_its_own() -> None:
+    other = f"00-{'1' * 32}-{'2' * 16}-01"
+    c_req, c_resp = http_pair(
+        flow_pb2.EGRESS,
+        T0,
+        headers=(("x-request-id", "r"), ("traceparent", TRACEPARENT), ("tracestate", "a=1")),
+    )
+    s_req, s_resp = http_pair(
+        flow_pb2.INGRESS, T0 + 1000, headers=(("x-request-id", "r"), ("traceparent", other)), node="node-b"
+    )
+    s_req.flow.trace_context.parent.trace_id = "1" * 32
+    server, client = run(mapper(), [c_req, s_req, s_resp, c_resp])
+    assert (server.trace_id, server.parent_span_id) == (bytes.fromhex(TRACE), client.span_id)
+    assert server.trace_state == client.trace_state == "a=1"
+    assert client.parent_span_id == bytes.fromhex(PARENT)

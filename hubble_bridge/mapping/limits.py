@@ -110,27 +110,28 @@ def limit_str(value: str, max_bytes: int) -> str:
 
 
 def _within(attrs: dict[str, Any], max_len: int, max_items: int) -> bool:
-    """True when no value needs a change: the usual record, checked without per-item calls."""
+    """True when no value needs a change: the usual record, checked without per-item calls.
+
+    May say False for a record that needs no change (then the full pass changes nothing);
+    never True for one that does.
+    """
+    texts: list[Any] = []
     for value in attrs.values():
         kind = type(value)
         if kind is str:
-            if len(value) <= max_len and value.isascii():
-                continue
-            return False
-        if kind is list:
+            texts.append(value)
+        elif kind is list:
             if len(value) > max_items:
                 return False
-            try:
-                text = "".join(value)
-            except TypeError:  # bytes or numbers among the items: the full check decides
-                return False
-            # Every item is at most as long as all of them together.
-            if len(text) <= max_len and text.isascii():
-                continue
+            texts += value
+        elif kind is tuple or kind is bytes:
             return False
-        if kind is tuple or kind is bytes:
-            return False
-    return True
+    try:
+        text = "".join(texts)
+    except TypeError:  # bytes or numbers among list items: the full check decides
+        return False
+    # Every string is at most as long as all of them together.
+    return len(text) <= max_len and text.isascii()
 
 
 def _limit_list(

@@ -150,7 +150,8 @@ class SpanMapper:
             out.append(self._response(flow, l7, node, time_ns))
         else:
             self._request(flow, l7, node, time_ns, out)
-        if self._table:
+        oldest = self._table.oldest()
+        if oldest is not None and oldest.time_ns <= self.watermark_ns - self._window_ns:
             self._expire_until(self.watermark_ns - self._window_ns, self.watermark_ns, out)
         return out
 
