@@ -22,8 +22,9 @@ if it is a pod, else the destination. Node-level events get a node resource.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from functools import lru_cache, partial
 
 from hubble_bridge.api import flow_pb2, observer_pb2, relay_pb2
@@ -92,6 +93,9 @@ class LogConfig:
     _verdict_events: dict[int, _Event] = field(init=False, repr=False, compare=False, default_factory=dict)
     _other_event: _Event | None = field(init=False, repr=False, compare=False, default=None)
     _rewrite_url: Callable[[str], str] | None = field(init=False, repr=False, compare=False, default=None)
+    _value_limits: AttributeLimits = field(
+        init=False, repr=False, compare=False, default_factory=AttributeLimits
+    )
 
     def __post_init__(self) -> None:
         # Resolved once so the per-flow check is one dict get; unknown names are validate()'s job.
@@ -101,6 +105,8 @@ class LogConfig:
         object.__setattr__(self, "_verdict_events", events)
         object.__setattr__(self, "_other_event", _FLOW_EVENT if self.all_flows else None)
         object.__setattr__(self, "_rewrite_url", partial(redact_url, cfg=self.redact))
+        # The limits on each value alone, for attributes bounded in parts before they are counted.
+        object.__setattr__(self, "_value_limits", replace(self.limits, max_attributes=sys.maxsize))
 
     def validate(self) -> None:
         problems = []
@@ -271,7 +277,9 @@ def _flow_record(
         attrs[sc.HUBBLE_DROP_REASON_CODE] = reason
     if direction:
         attrs[sc.HUBBLE_TRAFFIC_DIRECTION] = TRAFFIC_DIRECTION.get(direction) or str(direction)
-    event_type = flow.event_type.type
+    # Sub-messages stay referenced until flow_line has read them too: a live one reads back cheaper.
+    event_type_message = flow.event_type
+    event_type = event_type_message.type
     # A non-zero type is only read from a present event_type: HasField only for the zero.
     if event_type or flow.HasField("event_type"):
         attrs[sc.HUBBLE_EVENT_TYPE] = _EVENT_TYPE_NAMES.get(event_type) or str(event_type)
@@ -281,25 +289,39 @@ def _flow_record(
     match_type = flow.policy_match_type
     if event_type == _EVENT_POLICY_VERDICT or match_type:
         attrs[sc.HUBBLE_POLICY_MATCH_TYPE] = policy_match_text(match_type)
-    policies = _policy_names(flow)
-    if policies:
-        attrs[sc.HUBBLE_POLICY_NAMES] = policies
+    policy_lists = (
+        flow.ingress_denied_by,
+        flow.egress_denied_by,
+        flow.ingress_allowed_by,
+        flow.egress_allowed_by,
+    )
+    if any(policy_lists):
+        policies = _policy_names(policy_lists)
+        if policies:
+            attrs[sc.HUBBLE_POLICY_NAMES] = policies
     if flow.HasField("is_reply"):
-        attrs[sc.HUBBLE_IS_REPLY] = flow.is_reply.value
+        is_reply = flow.is_reply
+        attrs[sc.HUBBLE_IS_REPLY] = is_reply.value
     if node_name:
         attrs[sc.HUBBLE_NODE_NAME] = node_name
     uuid = flow.uuid
     if uuid:
         attrs[sc.HUBBLE_FLOW_UUID] = uuid
-    _add_endpoint(attrs, source_key, "source")
-    _add_endpoint(attrs, destination_key, "destination")
+    # Endpoint attributes come bounded from their cache: only the flow's own values need the check here,
+    # and the count once all are in (bounding is idempotent, so a second pass changes nothing else).
+    apply_limits(attrs, config._value_limits)
+    _add_endpoint(attrs, source_key, "source", limits)
+    _add_endpoint(attrs, destination_key, "destination", limits)
+    if len(attrs) > limits.max_attributes:
+        apply_limits(attrs, limits)
+    time = flow.time if flow.HasField("time") else response.time
 
     return LogRecord(
         _observed_resource(observed, node_name, config.cluster_name, max_len),
-        clamp_ns(timestamp_ns(flow.time if flow.HasField("time") else response.time)),
+        clamp_ns(timestamp_ns(time)),
         event[1],
         limit_str(flow_line(flow, response, config._rewrite_url), max_len),
-        apply_limits(attrs, limits),
+        attrs,
         event[0],
         _trace_id(flow.trace_context.parent.trace_id) if flow.HasField("trace_context") else b"",
     )
@@ -315,23 +337,25 @@ def _observed_resource(
     )
 
 
-def _add_endpoint(attrs: Attributes, serialized: bytes, side: str) -> None:
-    facts, labels = _endpoint_facts(serialized, side)
+def _add_endpoint(attrs: Attributes, serialized: bytes, side: str, limits: AttributeLimits) -> None:
+    facts, labels = _endpoint_facts(serialized, side, limits.max_value_length, limits.max_list_items)
     attrs.update(facts)
-    if labels:
+    if labels is not None:
         attrs[_ENDPOINT_KEYS[side]["labels"]] = list(labels)  # a list of its own: records are mutable
 
 
 @lru_cache(maxsize=_ENDPOINT_CACHE_SIZE)
-def _endpoint_facts(serialized: bytes, side: str) -> tuple[dict[str, str | int], tuple[str, ...]]:
+def _endpoint_facts(
+    serialized: bytes, side: str, max_value_length: int, max_list_items: int
+) -> tuple[dict[str, str | int], tuple[str, ...] | None]:
     """The endpoint's non-empty attributes but labels, in attribute order, and its labels (last).
 
-    Keyed on the serialized endpoint, as endpoint_resource is: the workload fallback chain
-    walks every label, and the same few endpoints recur in flow after flow.
+    Values bounded by the limits given. Keyed on the serialized endpoint, as endpoint_resource is:
+    the workload fallback chain walks every label, and the same few endpoints recur in flow after flow.
     """
     endpoint = flow_pb2.Endpoint.FromString(serialized)
     keys = _ENDPOINT_KEYS[side]
-    facts: dict[str, str | int] = {}
+    facts: Attributes = {}
     if endpoint.namespace:
         facts[keys["namespace"]] = endpoint.namespace
     if endpoint.pod_name:
@@ -341,14 +365,15 @@ def _endpoint_facts(serialized: bytes, side: str) -> tuple[dict[str, str | int],
         facts[keys["workload"]] = workload
     if endpoint.identity:
         facts[keys["identity"]] = endpoint.identity
-    return facts, tuple(endpoint.labels)
+    if endpoint.labels:
+        facts[keys["labels"]] = list(endpoint.labels)
+    apply_limits(facts, AttributeLimits(max_value_length, sys.maxsize, max_list_items))
+    labels = facts.pop(keys["labels"], None)
+    return facts, None if labels is None else tuple(labels)
 
 
-def _policy_names(flow: flow_pb2.Flow) -> list[str]:
-    lists = (flow.ingress_denied_by, flow.egress_denied_by, flow.ingress_allowed_by, flow.egress_allowed_by)
+def _policy_names(lists: tuple[Iterable[flow_pb2.Policy], ...]) -> list[str]:
     names: list[str] = []
-    if not any(lists):
-        return names
     for policies in lists:
         for policy in policies:
             name = f"{policy.namespace}/{policy.name}" if policy.namespace else policy.name
