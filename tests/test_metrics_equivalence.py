@@ -22,6 +22,7 @@ import pytest
 import hubble_bridge.mapping.metrics.aggregator as aggregator_module
 import hubble_bridge.mapping.metrics.families.flows_to_world as flows_to_world_module
 import hubble_bridge.mapping.metrics.families.port_distribution as port_distribution_module
+import hubble_bridge.mapping.metrics.families.tcp as tcp_module
 from hubble_bridge.api import flow_pb2, observer_pb2, sidecar_pb2
 from hubble_bridge.flows.codec import parse_json_line
 from hubble_bridge.generator import generate_responses
@@ -82,11 +83,12 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-# The families' bounded per-flow caches: (module, bound).
+# The families' bounded caches of per-flow values: (module, bound).
 CACHE_BOUNDS = (
     (flows_to_world_module, "MAX_PORT_KEYS"),
     (flows_to_world_module, "MAX_DESTINATIONS"),
     (port_distribution_module, "MAX_PORT_KEYS"),
+    (tcp_module, "MAX_IP_VERSIONS"),
 )
 
 

@@ -12,6 +12,9 @@ from hubble_bridge.mapping.metrics.names import FORWARDED, IP_VERSION, REDIRECTE
 from hubble_bridge.mapping.metrics.options import ContextOptions
 from hubble_bridge.mapping.metrics.series import Counter, Series
 
+# IPv4, IPv6 and "unknown" in practice; made-up enum values must not grow the key cache.
+MAX_IP_VERSIONS = 16
+
 
 class TcpFamily(Family):
     name = "tcp"
@@ -21,12 +24,22 @@ class TcpFamily(Family):
         super().__init__(context, flags, limit, errors)
         labels = ("flag", "family", *context.label_names)
         self.flags_total = Counter("hubble.tcp_flags", "TCP flag occurrences", labels, limit)
+        # By IP version: the label keys of FIN, SYN, SYN-ACK and RST.
+        self._keys: dict[int, tuple[tuple[str, str], ...]] = {}
+
+    def _flag_keys(self, ip_version: int) -> tuple[tuple[str, str], ...]:
+        family = IP_VERSION.get(ip_version) or str(ip_version)
+        keys = tuple((flag, family) for flag in ("FIN", "SYN", "SYN-ACK", "RST"))
+        if len(self._keys) < MAX_IP_VERSIONS:
+            self._keys[ip_version] = keys
+        return keys
 
     def handler(self, kind: FlowFacts) -> Handler | None:
         if kind.l4_kind != "TCP" or (kind.verdict != FORWARDED and kind.verdict != REDIRECTED):
             return None
         inc = self.flags_total.inc
         context = self.context if self.has_context else None
+        keys = self._keys
         # Proxied (L7) flows rarely carry flags at all: one HasField then spares reading three.
         check_set = kind.l7_kind is not None
 
@@ -45,14 +58,14 @@ class TcpFamily(Family):
             ip_version = flow.IP.ipVersion
             if not ip_version and not flow.HasField("IP"):
                 return
-            family = IP_VERSION.get(ip_version) or str(ip_version)
+            fin_key, syn_key, syn_ack_key, rst_key = keys.get(ip_version) or self._flag_keys(ip_version)
             ctx = () if context is None else context.values(facts)
             if fin:
-                inc(("FIN", family, *ctx))
+                inc(fin_key + ctx)
             if syn:
-                inc(("SYN-ACK" if flags.ACK else "SYN", family, *ctx))
+                inc((syn_ack_key if flags.ACK else syn_key) + ctx)
             if rst:
-                inc(("RST", family, *ctx))
+                inc(rst_key + ctx)
 
         return count
 
