@@ -1,13 +1,13 @@
 """What the metric families read from a flow: per kind of flow once, per flow the rest.
 
 Every family needs the verdict, the event type, the L4/L7 kind or the
-protocol; several need is_reply or the L7 record's type. These depend only on
-the few fields the aggregator's kind key reads (MetricsAggregator.process_flow),
-so flows with equal kind keys have equal facts: the aggregator loads FlowFacts
-once per kind and then only swaps in each flow, its `seq` (which tells caches
-keyed on the flow, such as context label values, that the flow changed) and
-the per-flow parts several families share (`l4`, `l7` and the HTTP fields),
-read once instead of by each.
+protocol; several need is_reply, whether there are extensions or the L7
+record's type. These depend only on the few fields the aggregator's kind key
+reads (MetricsAggregator.process_flow), so flows with equal kind keys have
+equal facts: the aggregator loads FlowFacts once per kind and then only swaps
+in each flow, its `seq` (which tells caches keyed on the flow, such as context
+label values, that the flow changed) and the per-flow parts several families
+share (`l4`, `l7` and the HTTP fields), read once instead of by each.
 """
 
 from __future__ import annotations
@@ -30,12 +30,13 @@ from hubble_bridge.mapping.metrics.names import (
 
 _L4_EVENTS = frozenset({EVENT_DROP, EVENT_TRACE, EVENT_POLICY_VERDICT, EVENT_CAPTURE})
 
-# Per-flow parts a family may take from FlowFacts (see Family.reads); IS_REPLY is kind-level, but
-# only read (into the kind key) when some family uses it.
+# Parts a family may take from FlowFacts (see Family.reads). L4 and HTTP are per flow; IS_REPLY and
+# EXTENSIONS (whether the flow has extensions) are kind-level, but only read into the kind key when
+# some family uses them, so a family must name them to rely on them.
 L4 = "l4"
 HTTP = "http"
 IS_REPLY = "is_reply"
-EXTENSIONS = "extensions"  # kind-level as is_reply: whether the flow has extensions
+EXTENSIONS = "extensions"
 
 # Read by MetricsAggregator.process_flow; it must cover every field load() reads but the per-flow parts.
 KindKey = tuple[Hashable, ...]
