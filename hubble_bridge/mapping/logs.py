@@ -25,7 +25,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from functools import lru_cache, partial
+from functools import partial
 
 from hubble_bridge.api import flow_pb2, observer_pb2, relay_pb2
 from hubble_bridge.configload import validate_parts
@@ -56,6 +56,9 @@ _VERDICT_EVENTS: dict[int, _Event] = {
     flow_pb2.AUDIT: (EVENT_FLOW_AUDIT, Severity.INFO),
 }
 _FLOW_EVENT: _Event = (EVENT_FLOW, Severity.INFO)
+# An endpoint's bounded attributes as the source and as the destination (labels apart, they come last),
+# its labels, and its resource by node name.
+_EndpointEntry = tuple[Attributes, Attributes, tuple[str, ...] | None, dict[str, Resource]]
 _POLICY_DENIED_EVENT: _Event = (EVENT_POLICY_DENIED, Severity.WARN)
 _DENYING_VERDICTS = frozenset({flow_pb2.DROPPED, flow_pb2.ERROR})
 _EVENT_POLICY_VERDICT = 5
@@ -77,8 +80,12 @@ _ICMP = frozenset({"ICMPv4", "ICMPv6"})
 _AUDIT = flow_pb2.AUDIT
 _INGRESS = flow_pb2.INGRESS
 _EGRESS = flow_pb2.EGRESS
-# Distinct endpoints in a large cluster; beyond this the least recently used go.
+# Distinct endpoints in a large cluster; beyond this the cache starts over.
 _ENDPOINT_CACHE_SIZE = 8192
+# Nodes one endpoint is seen on: its own, and a few more as it moves; beyond this its resources start over.
+_NODES_PER_ENDPOINT = 16
+_SOURCE_LABELS = _ENDPOINT_KEYS["source"]["labels"]
+_DESTINATION_LABELS = _ENDPOINT_KEYS["destination"]["labels"]
 _NODE_WARN_STATES = frozenset({relay_pb2.NODE_UNAVAILABLE, relay_pb2.NODE_ERROR})
 
 
@@ -95,6 +102,10 @@ class LogConfig:
     _rewrite_url: Callable[[str], str] | None = field(init=False, repr=False, compare=False, default=None)
     _value_limits: AttributeLimits = field(
         init=False, repr=False, compare=False, default_factory=AttributeLimits
+    )
+    # By serialized endpoint, bounded: see _endpoint_entry.
+    _endpoints: dict[bytes, _EndpointEntry] = field(
+        init=False, repr=False, compare=False, default_factory=dict
     )
 
     def __post_init__(self) -> None:
@@ -237,13 +248,16 @@ def _flow_record(
     # Each endpoint serialized once: the key of both the resource and the endpoint attribute caches.
     source, destination = flow.source, flow.destination
     source_key, destination_key = source.SerializeToString(), destination.SerializeToString()
+    endpoints = config._endpoints
+    source_entry = endpoints.get(source_key) or _endpoint_entry(endpoints, source_key, limits)
+    destination_entry = endpoints.get(destination_key) or _endpoint_entry(endpoints, destination_key, limits)
     direction = flow.traffic_direction
     if direction == _INGRESS:
-        observed = destination_key
+        observed, observed_key = destination_entry, destination_key
     elif direction == _EGRESS or source.pod_name:
-        observed = source_key
+        observed, observed_key = source_entry, source_key
     else:
-        observed = destination_key
+        observed, observed_key = destination_entry, destination_key
 
     attrs: Attributes = {}
     ip = flow.IP
@@ -310,14 +324,23 @@ def _flow_record(
     # Endpoint attributes come bounded from their cache: only the flow's own values need the check here,
     # and the count once all are in (bounding is idempotent, so a second pass changes nothing else).
     apply_limits(attrs, config._value_limits)
-    _add_endpoint(attrs, source_key, "source", limits)
-    _add_endpoint(attrs, destination_key, "destination", limits)
+    attrs.update(source_entry[0])
+    labels = source_entry[2]
+    if labels is not None:
+        attrs[_SOURCE_LABELS] = list(labels)  # a list of its own: records are mutable
+    attrs.update(destination_entry[1])
+    labels = destination_entry[2]
+    if labels is not None:
+        attrs[_DESTINATION_LABELS] = list(labels)
     if len(attrs) > limits.max_attributes:
         apply_limits(attrs, limits)
     time = flow.time if flow.HasField("time") else response.time
 
+    resource = observed[3].get(node_name)
+    if resource is None:
+        resource = _observed_resource(observed, observed_key, node_name, config.cluster_name, max_len)
     return LogRecord(
-        _observed_resource(observed, node_name, config.cluster_name, max_len),
+        resource,
         clamp_ns(timestamp_ns(time)),
         event[1],
         limit_str(flow_line(flow, response, config._rewrite_url), max_len),
@@ -327,49 +350,52 @@ def _flow_record(
     )
 
 
-@lru_cache(maxsize=_ENDPOINT_CACHE_SIZE)
 def _observed_resource(
-    serialized: bytes, node_name: str, cluster_name: str, max_value_length: int
+    entry: _EndpointEntry, serialized: bytes, node_name: str, cluster_name: str, max_value_length: int
 ) -> Resource:
-    # endpoint_resource keys its own cache on the serialized endpoint too: this one saves serializing again.
-    return endpoint_resource(
-        flow_pb2.Endpoint.FromString(serialized), node_name, cluster_name, max_value_length
-    )
-
-
-def _add_endpoint(attrs: Attributes, serialized: bytes, side: str, limits: AttributeLimits) -> None:
-    facts, labels = _endpoint_facts(serialized, side, limits.max_value_length, limits.max_list_items)
-    attrs.update(facts)
-    if labels is not None:
-        attrs[_ENDPOINT_KEYS[side]["labels"]] = list(labels)  # a list of its own: records are mutable
-
-
-@lru_cache(maxsize=_ENDPOINT_CACHE_SIZE)
-def _endpoint_facts(
-    serialized: bytes, side: str, max_value_length: int, max_list_items: int
-) -> tuple[dict[str, str | int], tuple[str, ...] | None]:
-    """The endpoint's non-empty attributes but labels, in attribute order, and its labels (last).
-
-    Values bounded by the limits given. Keyed on the serialized endpoint, as endpoint_resource is:
-    the workload fallback chain walks every label, and the same few endpoints recur in flow after flow.
-    """
+    resources = entry[3]
+    if len(resources) >= _NODES_PER_ENDPOINT:
+        resources.clear()
     endpoint = flow_pb2.Endpoint.FromString(serialized)
-    keys = _ENDPOINT_KEYS[side]
-    facts: Attributes = {}
+    resource = resources[node_name] = endpoint_resource(endpoint, node_name, cluster_name, max_value_length)
+    return resource
+
+
+def _endpoint_entry(
+    endpoints: dict[bytes, _EndpointEntry], serialized: bytes, limits: AttributeLimits
+) -> _EndpointEntry:
+    """The endpoint's cache entry, made and kept.
+
+    Keyed on the serialized endpoint, as endpoint_resource is: the workload fallback chain
+    walks every label, and the same few endpoints recur in flow after flow.
+    """
+    if len(endpoints) >= _ENDPOINT_CACHE_SIZE:
+        endpoints.clear()
+    endpoint = flow_pb2.Endpoint.FromString(serialized)
+    facts: list[tuple[str, str | int]] = []
     if endpoint.namespace:
-        facts[keys["namespace"]] = endpoint.namespace
+        facts.append(("namespace", endpoint.namespace))
     if endpoint.pod_name:
-        facts[keys["pod"]] = endpoint.pod_name
+        facts.append(("pod", endpoint.pod_name))
     workload = workload_name(endpoint)
     if workload != UNKNOWN_SERVICE:
-        facts[keys["workload"]] = workload
+        facts.append(("workload", workload))
     if endpoint.identity:
-        facts[keys["identity"]] = endpoint.identity
+        facts.append(("identity", endpoint.identity))
+    bounded: Attributes = {name: value for name, value in facts}
     if endpoint.labels:
-        facts[keys["labels"]] = list(endpoint.labels)
-    apply_limits(facts, AttributeLimits(max_value_length, sys.maxsize, max_list_items))
-    labels = facts.pop(keys["labels"], None)
-    return facts, None if labels is None else tuple(labels)
+        bounded["labels"] = list(endpoint.labels)
+    apply_limits(bounded, replace(limits, max_attributes=sys.maxsize))
+    labels = bounded.pop("labels", None)
+    as_source, as_destination = _ENDPOINT_KEYS["source"], _ENDPOINT_KEYS["destination"]
+    entry: _EndpointEntry = (
+        {as_source[name]: value for name, value in bounded.items()},
+        {as_destination[name]: value for name, value in bounded.items()},
+        None if labels is None else tuple(labels),
+        {},
+    )
+    endpoints[serialized] = entry
+    return entry
 
 
 def _policy_names(lists: tuple[Iterable[flow_pb2.Policy], ...]) -> list[str]:
