@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from hubble_bridge.api import flow_pb2
 from hubble_bridge.mapping.spans_attrs import Net
@@ -35,11 +36,17 @@ class PendingRequest:
     linked: bool = False  # server: the parent is the CLIENT span
 
 
+# A key's requests, oldest first: the request itself while it is alone under its key (nearly
+# always: x-request-ids and client ports are unique), a deque from the second on. A deque per
+# key costs more than the rest of filing a request.
+_Queued = PendingRequest | deque[PendingRequest]
+
+
 class JoinTable:
     def __init__(self) -> None:
         self._pending: dict[PendingRequest, None] = {}  # insertion order is expiry order
-        self._by_key: dict[JoinKey, deque[PendingRequest]] = {}
-        self._clients: dict[tuple[str, ...], deque[PendingRequest]] = {}
+        self._by_key: dict[JoinKey, _Queued] = {}
+        self._clients: dict[tuple[str, ...], _Queued] = {}
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -61,38 +68,27 @@ class JoinTable:
 
     def add(self, request: PendingRequest) -> None:
         self._pending[request] = None
-        self._by_key.setdefault(request.join_key, deque()).append(request)
+        _file(self._by_key, request.join_key, request)
         if request.exchange_key is not None and request.kind != SpanKind.SERVER:
-            self._clients.setdefault(request.exchange_key, deque()).append(request)
+            _file(self._clients, request.exchange_key, request)
 
     def take(self, key: JoinKey) -> PendingRequest | None:
         """The oldest request filed under `key`, removed from the table."""
-        queue = self._by_key.get(key)
-        if not queue:
-            return None
-        request = queue.popleft()
-        if not queue:
-            del self._by_key[key]
-        self._forget(request)
+        request = _pop_first(self._by_key, key)
+        if request is not None:
+            self._forget(request)
         return request
 
     def remove(self, request: PendingRequest) -> None:
-        queue = self._by_key.get(request.join_key)
-        if queue is not None:
-            _discard(queue, request)
-            if not queue:
-                del self._by_key[request.join_key]
+        _discard(self._by_key, request.join_key, request)
         self._forget(request)
 
     def link_client(self, server: PendingRequest) -> bool:
         """Make the CLIENT span of the same exchange, if seen, the parent of `server`."""
         key = server.exchange_key
-        clients = self._clients.get(key) if key is not None else None
-        if not clients:
+        client = _pop_first(self._clients, key) if key is not None else None
+        if client is None:
             return False
-        client = clients.popleft()
-        if not clients:
-            del self._clients[key]  # type: ignore[arg-type]
         client.exchange_key = None
         server.trace_id, server.parent_span_id = client.trace_id, client.span_id
         server.trace_state = client.trace_state
@@ -103,11 +99,7 @@ class JoinTable:
         del self._pending[request]
         key = request.exchange_key
         if key is not None and request.kind != SpanKind.SERVER:
-            clients = self._clients.get(key)
-            if clients is not None:
-                _discard(clients, request)
-                if not clients:
-                    del self._clients[key]
+            _discard(self._clients, key, request)
 
 
 def connection_key(net: Net, node: str, reply: bool, *narrow: str) -> JoinKey:
@@ -123,8 +115,34 @@ def connection_key(net: Net, node: str, reply: bool, *narrow: str) -> JoinKey:
     return (node, direction, source_ip, source_port, destination_ip, destination_port, *narrow)
 
 
-def _discard(queue: deque[PendingRequest], request: PendingRequest) -> None:
-    if queue and queue[0] is request:
-        queue.popleft()
-    elif request in queue:
-        queue.remove(request)
+def _file(table: dict[Any, _Queued], key: object, request: PendingRequest) -> None:
+    queued = table.get(key)
+    if queued is None:
+        table[key] = request
+    elif type(queued) is deque:
+        queued.append(request)
+    else:
+        table[key] = deque((queued, request))  # type: ignore[arg-type]
+
+
+def _pop_first(table: dict[Any, _Queued], key: object) -> PendingRequest | None:
+    queued = table.get(key)
+    if queued is None:
+        return None
+    if type(queued) is not deque:
+        del table[key]
+        return queued  # type: ignore[return-value]
+    request = queued.popleft()  # type: ignore[union-attr]
+    if not queued:
+        del table[key]
+    return request
+
+
+def _discard(table: dict[Any, _Queued], key: object, request: PendingRequest) -> None:
+    queued = table.get(key)
+    if queued is request:
+        del table[key]
+    elif type(queued) is deque and request in queued:  # type: ignore[operator]
+        queued.remove(request)  # type: ignore[union-attr]
+        if not queued:
+            del table[key]
