@@ -32,7 +32,7 @@ from hubble_bridge.mapping.metrics.families.flows_to_world import FlowsToWorldFa
 from hubble_bridge.mapping.metrics.families.lost import LostEvents
 from hubble_bridge.mapping.metrics.http_semconv import HttpDurations
 from hubble_bridge.mapping.metrics.registry import build_families
-from hubble_bridge.telemetry import MetricFamily
+from hubble_bridge.telemetry import MetricFamily, MetricKind
 from tests.conftest import flow_files
 
 NAMESPACE_WORKLOAD = "sourceContext=namespace;destinationContext=workload-name"
@@ -269,3 +269,32 @@ def test_world_is_decided_by_the_labels_not_the_identity() -> None:
             agg.process_flow(flow)
     (family,) = agg.snapshot()
     assert [p.value for p in family.points] == [6]
+
+
+def test_exemplars_are_each_flows_own() -> None:
+    """The trace id and time read once per flow for both HTTP histograms never carry over to the next."""
+    flows = []
+    for i, trace in enumerate(["4bf92f3577b34da6a3ce929d0e0e4736", "", "00f067aa0ba902b700f067aa0ba902b7"]):
+        flow = flow_pb2.Flow(verdict=flow_pb2.FORWARDED, traffic_direction=flow_pb2.EGRESS)
+        flow.l7.type = flow_pb2.RESPONSE
+        flow.l7.latency_ns = 1_000_000 + i  # one bucket, told apart by value
+        flow.l7.http.method = "GET"
+        flow.l7.http.code = 200
+        flow.trace_context.parent.trace_id = trace
+        flow.time.seconds = 100 + i
+        flows.append(flow)
+    agg = MetricsAggregator(MetricsConfig(families=["httpV2:exemplars=true"]), start_time_ns=1)
+    for count, flow in enumerate(flows, 1):
+        agg.process_flow(flow)
+        latest = next(f for f in reversed(flows[:count]) if f.trace_context.parent.trace_id)
+        expected = (
+            bytes.fromhex(latest.trace_context.parent.trace_id),
+            latest.l7.latency_ns / 1e9,
+            latest.time.seconds * 10**9,
+        )
+        histograms = {f.name: f for f in agg.snapshot() if f.kind == MetricKind.HISTOGRAM}
+        assert set(histograms) == {"hubble.http_request_duration", "http.client.request.duration"}
+        for family in histograms.values():
+            (point,) = family.points
+            (exemplar,) = point.exemplars  # type: ignore[union-attr]
+            assert (exemplar.trace_id, exemplar.value, exemplar.time_ns) == expected

@@ -53,6 +53,8 @@ class FlowFacts:
     """The shared, already-decoded view of the current flow."""
 
     __slots__ = (
+        "_exemplar",
+        "_exemplar_seq",
         "direction",
         "event_type",
         "flow",
@@ -99,6 +101,8 @@ class FlowFacts:
         self.http_protocol = ""
         self.http_code = 0
         self.latency_ns = 0  # flow.l7.latency_ns
+        self._exemplar: tuple[bytes, int] = (b"", 0)
+        self._exemplar_seq = -1
 
     def load(self, flow: flow_pb2.Flow) -> None:
         self.seq += 1
@@ -146,6 +150,15 @@ class FlowFacts:
         self.http_protocol = http.protocol
         self.http_code = http.code
         self.latency_ns = l7.latency_ns
+
+    def exemplar(self) -> tuple[bytes, int]:
+        """The flow's trace id (b"" without one) and, with one, its time: read once for all histograms."""
+        if self._exemplar_seq != self.seq:
+            flow = self.flow
+            tid = trace_id(flow)
+            self._exemplar = (tid, time_ns(flow) if tid else 0)
+            self._exemplar_seq = self.seq
+        return self._exemplar
 
 
 # What a metric family does with each flow of one kind (see Family.handler).

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from hubble_bridge.api import flow_pb2
 from hubble_bridge.mapping import semconv
-from hubble_bridge.mapping.metrics.facts import HTTP, L4, FlowFacts, Handler, time_ns, trace_id
+from hubble_bridge.mapping.metrics.facts import HTTP, L4, FlowFacts, Handler
 from hubble_bridge.mapping.metrics.names import EGRESS, INGRESS, L7_RESPONSE
 from hubble_bridge.mapping.metrics.series import Histogram, Series
 
@@ -105,8 +105,7 @@ class HttpDurations:
                 error = status if code >= 400 else ""
                 port = facts.l4.source_port if ported else 0
                 key = (method, code, "http", version, server, port, error)
-            tid = trace_id(flow)
-            observe(key, latency_ns / 1e9, tid, time_ns(flow) if tid else 0)
+            observe(key, latency_ns / 1e9, *facts.exemplar())
 
         return count
 

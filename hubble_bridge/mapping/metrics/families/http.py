@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from hubble_bridge.mapping.metrics.base import Family, bool_flag
-from hubble_bridge.mapping.metrics.facts import HTTP, FlowFacts, Handler, time_ns, trace_id
+from hubble_bridge.mapping.metrics.facts import HTTP, FlowFacts, Handler
 from hubble_bridge.mapping.metrics.names import L7_REQUEST, L7_RESPONSE, REPORTER
 from hubble_bridge.mapping.metrics.options import ContextOptions
 from hubble_bridge.mapping.metrics.series import PROMETHEUS_DEFAULT_BUCKETS, Counter, Histogram, Series
@@ -69,9 +69,7 @@ class HttpV2Family(Family):
             return lambda facts, key, latency_ns: observe(key, latency_ns / 1e9)
 
         def with_exemplar(facts: FlowFacts, key: tuple[str, ...], latency_ns: int) -> None:
-            flow = facts.flow
-            tid = trace_id(flow)
-            observe(key, latency_ns / 1e9, tid, time_ns(flow) if tid else 0)
+            observe(key, latency_ns / 1e9, *facts.exemplar())
 
         return with_exemplar
 
