@@ -303,14 +303,10 @@ def _flow_record(
     match_type = flow.policy_match_type
     if event_type == _EVENT_POLICY_VERDICT or match_type:
         attrs[sc.HUBBLE_POLICY_MATCH_TYPE] = policy_match_text(match_type)
-    policy_lists = (
-        flow.ingress_denied_by,
-        flow.egress_denied_by,
-        flow.ingress_allowed_by,
-        flow.egress_allowed_by,
-    )
-    if any(policy_lists):
-        policies = _policy_names(policy_lists)
+    ingress_denied, egress_denied = flow.ingress_denied_by, flow.egress_denied_by
+    ingress_allowed, egress_allowed = flow.ingress_allowed_by, flow.egress_allowed_by
+    if ingress_denied or egress_denied or ingress_allowed or egress_allowed:
+        policies = _policy_names((ingress_denied, egress_denied, ingress_allowed, egress_allowed))
         if policies:
             attrs[sc.HUBBLE_POLICY_NAMES] = policies
     if flow.HasField("is_reply"):

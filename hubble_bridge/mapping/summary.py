@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -85,9 +84,12 @@ _POLICY_VERDICT_TYPE_TEXT = {
 # Reserved identities by name, then numeric ones as they are seen, up to a cluster's worth.
 _IDENTITY_TEXT = {identity: f"({name})" for identity, name in enumerate(_RESERVED_IDENTITIES)}
 _IDENTITY_CACHE_SIZE = 16384
+# The TYPE column of trace and drop events: their sub_type's text.
+_SUB_TYPE_TEXT = {_TYPE_TRACE: TRACE_OBSERVATION_POINTS, _TYPE_DROP: _DROP_TEXT}
 _MILLIS = tuple(f".{milli:03d}" for milli in range(1000))
 # Distinct seconds in flight at once: a stream's events arrive within a few seconds of each other.
 _STAMP_CACHE_SIZE = 1024
+_STAMP_SECONDS: dict[int, str] = {}  # "Jan _2 15:04:05" by Unix second, "" out of range; bounded
 
 UrlRewriter = Callable[[str], str]
 
@@ -195,7 +197,12 @@ def flow_line(
         if rewrite_url is not None and record == "http":
             url = l7.http.url
     else:
-        type_text = _event_type_text(flow, etype, event_type, verdict)
+        sub_type_texts = _SUB_TYPE_TEXT.get(etype)
+        if sub_type_texts is not None:  # trace and drop events, most of them
+            sub = event_type.sub_type
+            type_text = sub_type_texts.get(sub) or str(sub)
+        else:
+            type_text = _event_type_text(flow, etype, event_type, verdict)
     verdict_names = _POLICY_VERDICT_TEXT if etype == _TYPE_POLICY_VERDICT else _VERDICT_TEXT
     verdict_text = verdict_names.get(verdict) or str(verdict)
 
@@ -239,12 +246,10 @@ def _l7_type_text(l7: flow_pb2.Layer7, record: str | None) -> str:
 def _event_type_text(
     flow: flow_pb2.Flow, etype: int, event_type: flow_pb2.CiliumEventType, verdict: int
 ) -> str:
-    if etype == _TYPE_TRACE:
+    sub_type_texts = _SUB_TYPE_TEXT.get(etype)
+    if sub_type_texts is not None:
         sub = event_type.sub_type
-        return TRACE_OBSERVATION_POINTS.get(sub) or str(sub)
-    if etype == _TYPE_DROP:
-        sub = event_type.sub_type
-        return _DROP_TEXT.get(sub) or str(sub)
+        return sub_type_texts.get(sub) or str(sub)
     if etype == _TYPE_POLICY_VERDICT:
         match_type, direction = flow.policy_match_type, flow.traffic_direction
         text = _POLICY_VERDICT_TYPE_TEXT.get((match_type, direction))
@@ -275,19 +280,26 @@ def _identity(identity: int) -> str:
     return text
 
 
-@lru_cache(maxsize=_STAMP_CACHE_SIZE)
 def _stamp_seconds(seconds: int) -> str:
+    """What _STAMP_SECONDS holds for `seconds`, made and kept."""
     try:
         t = _EPOCH + timedelta(seconds=seconds)
     except OverflowError:
-        return ""
-    return f"{_MONTHS[t.month - 1]} {t.day:>2} {t:%H:%M:%S}"
+        text = ""
+    else:
+        text = f"{_MONTHS[t.month - 1]} {t.day:>2} {t:%H:%M:%S}"
+    if len(_STAMP_SECONDS) >= _STAMP_CACHE_SIZE:
+        _STAMP_SECONDS.clear()
+    _STAMP_SECONDS[seconds] = text
+    return text
 
 
 def _stamp(seconds: int, nanos: int) -> str:
     if not 0 <= nanos < 1_000_000_000:
         return "N/A"
-    prefix = _stamp_seconds(seconds)
+    prefix = _STAMP_SECONDS.get(seconds)
+    if prefix is None:
+        prefix = _stamp_seconds(seconds)
     return prefix + _MILLIS[nanos // 1_000_000] if prefix else "N/A"
 
 
