@@ -56,6 +56,7 @@ from hubble_bridge.mapping.spans_context import (
     IdGenerator,
     header_correlation_key,
     incoming_context,
+    trace_correlation_key,
 )
 from hubble_bridge.mapping.spans_join import JoinKey, JoinTable, PendingRequest, connection_key
 from hubble_bridge.mapping.spans_l3l4 import l3l4_fields
@@ -308,7 +309,7 @@ class SpanMapper:
             request.trace_id = trace_id
             if exchange is None:
                 server_identity = flow.source.identity if reply else flow.destination.identity
-                request.exchange_key = ("t", trace_id.hex(), str(server_identity))
+                request.exchange_key = trace_correlation_key(trace_id, server_identity)
                 if kind == _SERVER:
                     table.link_client(request)
         return request

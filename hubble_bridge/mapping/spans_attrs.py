@@ -78,12 +78,6 @@ _VERSIONS: dict[str, str] = {}
 _VERSIONS_MAX = 64
 
 
-def l7_body(l7: flow_pb2.Layer7) -> tuple[str | None, L7Body]:
-    """(oneof arm, its message): ("http", l7.http), ("dns", ...), ("kafka", ...) or (None, None)."""
-    record = l7.WhichOneof("record")
-    return record, (getattr(l7, record) if record is not None else None)
-
-
 def span_kind(direction: int, record: str | None, body: L7Body) -> SpanKind:
     """SERVER when observed at the server's proxy (INGRESS), else the client's view."""
     if direction == _INGRESS:

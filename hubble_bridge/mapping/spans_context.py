@@ -70,20 +70,12 @@ def parse_traceparent(value: str) -> tuple[bytes, bytes]:
     return trace_id, span_id
 
 
-def correlation_key(found: dict[str, str], trace_id: bytes, server_identity: int) -> tuple[str, ...] | None:
-    """What the client and the server side of one exchange share, or None.
-
-    x-request-id and traceparent are unique per outgoing call; a bare trace id is
-    not (a trace has many calls), so the server's identity narrows it down.
-    """
-    key = header_correlation_key(found)
-    if key is None and trace_id:
-        return ("t", trace_id.hex(), str(server_identity))
-    return key
-
-
 def header_correlation_key(found: dict[str, str]) -> tuple[str, ...] | None:
-    """`correlation_key` when the headers decide it: then the trace id is not needed."""
+    """What the client and the server side of one exchange share, when a header says it.
+
+    x-request-id and traceparent are unique per outgoing call. Without them, see
+    trace_correlation_key.
+    """
     if found:
         request_id = found.get(X_REQUEST_ID)
         if request_id:
@@ -95,6 +87,12 @@ def header_correlation_key(found: dict[str, str]) -> tuple[str, ...] | None:
         if b3:
             return ("b", b3)
     return None
+
+
+def trace_correlation_key(trace_id: bytes, server_identity: int) -> tuple[str, ...]:
+    """The correlation key from the incoming trace id, for an exchange without the headers:
+    a trace has many calls, so the server's identity narrows it down."""
+    return ("t", trace_id.hex(), str(server_identity))
 
 
 class IdGenerator:
