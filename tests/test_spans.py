@@ -649,7 +649,7 @@ def test_header_scanner_matches_scan_headers(name: str) -> None:
     lines = [
         ("Accept", "a"), ("X-Request-Id", "r1"), ("x-request-id", "r2"), ("Authorization", "Bearer s"),
         ("AUTHORIZATION", "Bearer t"), ("b3", "1"), ("Traceparent", TRACEPARENT), ("User-Agent", "ua"),
-        ("X-Custom", "c1"), ("x-custom", "c2"), ("Cookie", "k=v"), ("tracestate", "x=y"),
+        ("X-Custom", "c1"), ("x-custom", "c2"), ("Cookie", "k=v"), ("tracestate", "x=y"), ("X" * 200, "long"),
     ]  # fmt: skip
     scanner = HeaderScanner(cfg, WANTED_HEADERS)
     small = HeaderScanner(cfg, WANTED_HEADERS)
@@ -662,13 +662,14 @@ def test_header_scanner_matches_scan_headers(name: str) -> None:
             assert list(scanner.scan(given)[0]) == list(expected[0])
             assert scanner.wanted(given) == small.wanted(given) == expected[1]
     assert len(small._plans) == 3
+    assert all(len(name) <= scanner.MAX_NAME_LENGTH for name in scanner._plans)
 
 
 @pytest.mark.parametrize("name", sorted(REDACT_CONFIGS))
 def test_url_parts_match_redact_and_split_and_stay_bounded(name: str) -> None:
     cfg = REDACT_CONFIGS[name]
     urls = UrlParts(cfg)
-    urls.MAX_URLS = 2
+    urls.MAX_URLS, urls.MAX_URL_LENGTH = 2, 12
     given = [
         "/api?page=2&token=s", "http://u:p@h:8080/a/b?x=1#f", "https://h", "/plain", "relative?q=1", "?",
         "//u@h/p", "ftp://h/p?page=1",
@@ -682,6 +683,7 @@ def test_url_parts_match_redact_and_split_and_stay_bounded(name: str) -> None:
         got = urls.attributes(url)
         assert got == expected and list(got) == list(expected)
         assert len(urls._cache) <= 2
+        assert all(len(cached) <= 12 for cached in urls._cache)
 
 
 def test_request_with_x_request_id_is_not_found_by_connection() -> None:

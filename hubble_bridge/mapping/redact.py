@@ -125,7 +125,9 @@ class HeaderScanner:
     wire spells it and remembered, so a header costs one read and one dict lookup.
     """
 
-    MAX_NAMES = 512  # names are a few dozen per cluster; hostile input must not grow the table
+    # Names are a few dozen per cluster, and short: hostile input must not grow the table.
+    MAX_NAMES = 512
+    MAX_NAME_LENGTH = 128
 
     def __init__(self, cfg: RedactConfig, wanted: frozenset[str]) -> None:
         self._cfg = cfg
@@ -183,7 +185,7 @@ class HeaderScanner:
             cfg._header_keys.get(name),
             cfg.enabled and name in cfg._sensitive,
         )
-        if len(self._plans) < self.MAX_NAMES:
+        if len(self._plans) < self.MAX_NAMES and len(key) <= self.MAX_NAME_LENGTH:
             self._plans[key] = plan
         return plan
 

@@ -316,10 +316,12 @@ class UrlParts:
     """url.full / url.scheme / url.path / url.query of a URL, redacted; remembered per URL.
 
     Paths repeat (routes, health checks, scrapes), and redacting and splitting them costs
-    more than a lookup. Bounded: emptied when full, so hostile input cannot grow it.
+    more than a lookup. Bounded: emptied when full, and long URLs (rarely repeated) are not
+    kept, so hostile input holds at most a few MB here.
     """
 
-    MAX_URLS = 4096
+    MAX_URLS = 1024
+    MAX_URL_LENGTH = 2048
 
     def __init__(self, redact: RedactConfig) -> None:
         self._redact = redact
@@ -339,7 +341,8 @@ class UrlParts:
                 attrs[sc.URL_PATH] = path
             if query:
                 attrs[sc.URL_QUERY] = query
-            if len(self._cache) >= self.MAX_URLS:
-                self._cache.clear()
-            self._cache[url] = attrs
+            if len(url) <= self.MAX_URL_LENGTH:
+                if len(self._cache) >= self.MAX_URLS:
+                    self._cache.clear()
+                self._cache[url] = attrs
         return attrs
