@@ -10,6 +10,8 @@ import pytest
 from hubble_bridge.api import observer_pb2
 from hubble_bridge.errors import ConfigError
 from hubble_bridge.flows.codec import parse_event_dict, parse_json_line
+from hubble_bridge.generator import generate_responses
+from hubble_bridge.mapping import logs
 from hubble_bridge.mapping.limits import AttributeLimits
 from hubble_bridge.mapping.logs import (
     EVENT_FLOW,
@@ -447,3 +449,31 @@ def test_only_flows_make_flow_records_and_flow_log_of_matches() -> None:
     for config in (LogConfig(), everything):
         for response in [*_events("kind-drops-2.jsonl"), *_events("gke-istio-http-348.jsonl")[:20]]:
             assert flow_log_of(response.flow, response, config) == flow_log(response, config)
+
+
+def test_endpoint_cache_starting_over_changes_no_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    events = [e for e in generate_responses(400, seed=2) if e.WhichOneof("response_types") == "flow"]
+    limits = AttributeLimits(max_value_length=24, max_attributes=20, max_list_items=2)
+    cached = LogConfig(all_flows=True, limits=limits)
+    expected = [flow_log(e, cached) for e in events]
+    # A fresh configuration per event: nothing found in any cache.
+    assert [flow_log(e, LogConfig(all_flows=True, limits=limits)) for e in events] == expected
+    monkeypatch.setattr(logs, "_ENDPOINT_CACHE_SIZE", 3)
+    monkeypatch.setattr(logs, "_NODES_PER_ENDPOINT", 1)
+    tiny = LogConfig(all_flows=True, limits=limits)
+    assert [flow_log(e, tiny) for e in events] == expected
+    assert len(tiny._endpoints) <= 3
+
+
+def test_one_endpoint_seen_on_two_nodes_has_two_resources() -> None:
+    config = LogConfig()
+    on_a, on_b, on_a_again = (
+        flow_log(_flow(verdict="DROPPED", source=XWING, traffic_direction="EGRESS", node_name=node), config)
+        for node in ("east/node-a", "west/node-b", "east/node-a")
+    )
+    assert on_a is not None and on_b is not None and on_a_again is not None
+    nodes = [dict(r.resource)["k8s.node.name"] for r in (on_a, on_b, on_a_again)]
+    clusters = [dict(r.resource)["k8s.cluster.name"] for r in (on_a, on_b, on_a_again)]
+    assert nodes == ["node-a", "node-b", "node-a"] and clusters == ["east", "west", "east"]
+    assert on_a.attributes == on_a_again.attributes
+    assert on_b.attributes == {**on_a.attributes, "hubble.node.name": "west/node-b"}
