@@ -83,7 +83,9 @@ class SpanConfig:
     cluster_name: str = ""
     redact: RedactConfig = field(default_factory=RedactConfig)
     limits: AttributeLimits = field(default_factory=AttributeLimits)
-    max_pending: int = 100_000  # bound on unjoined requests; beyond it the oldest are expired early (counted)
+    # Bound on unjoined requests; beyond it the oldest are expired early (counted). A waiting request holds
+    # its decoded flow, about 6 KB: 20 000 of them are ~120 MB at worst.
+    max_pending: int = 20_000
 
     def validate(self) -> None:
         problems = []
