@@ -86,8 +86,9 @@ def _measure(run: _Run, frames: list[bytes], address: str, send_rate: Any) -> No
     count = len(frames)
     v["decode_per_s"] = measure.decode_rate(frames)
     notes["decode_per_s"] = "protobuf decode alone (upper bound)"
-    v["receive_limit_per_s"] = measure.receive_rate(address, count)
-    notes["receive_limit_per_s"] = "bridge's gRPC client reading the stream, nothing else"
+    # The best of two reads: the first also pays for connection and flow-control window warm-up.
+    v["receive_limit_per_s"] = max(measure.receive_rate(address, count) for _ in range(2))
+    notes["receive_limit_per_s"] = "bridge's gRPC client reading the stream, nothing else (best of 2)"
     v["source_per_s"] = send_rate(count)
     v["pipeline_per_s"] = measure.pipeline_rate(frames)
     notes["pipeline_per_s"] = "decode, map, aggregate, encode OTLP; in process, no network"
@@ -128,6 +129,8 @@ def _scale(run: _Run, workers: int) -> None:
 def _rounded(value: float | None) -> float | None:
     if value is None:
         return None
+    if value < 10:  # a ratio such as scale_2_streams: 1.55 must not read as 1.6
+        return round(value, 2)
     return round(value, 1) if value < 1000 else float(round(value))
 
 
