@@ -96,10 +96,25 @@ def total(values: dict[str, float], name: str, **labels: str) -> float:
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
-    fields = dict(
-        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
-    )
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+    """RSS and peak RSS of the bridge and its child processes (the relay reader process), added up."""
+    rss = peak = 0.0
+    for proc in [pid, *_children(pid)]:
+        try:
+            lines = Path(f"/proc/{proc}/status").read_text().splitlines()
+        except FileNotFoundError:  # a child that just ended
+            continue
+        fields = dict(line.split(":", 1) for line in lines if ":" in line)
+        rss += int(fields["VmRSS"].split()[0]) / 1024
+        peak += int(fields["VmHWM"].split()[0]) / 1024
+    return rss, peak
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in task.read_text().split():
+            found += [int(child), *_children(int(child))]
+    return found
 
 
 def main() -> int:

@@ -373,6 +373,7 @@ def test_service_monitor_and_network_policy() -> None:
         ({"mode": "node", "node": {"hubble": {"enabled": False}}}, "/node/hubble/enabled"),
         ({"config": {"metrics_listen": ":1"}}, "'metrics_listen' not allowed"),  # chart-managed
         ({"config": {"export": {"overflow": "spill"}}}, "/config/export/overflow"),
+        ({"config": {"source": {"reader_process": "sometimes"}}}, "/config/source/reader_process"),
         ({"sidecar": {"interfaces": []}, "mode": "node"}, "/sidecar/interfaces"),
         ({"serviceMonitor": {"interval": "often"}}, "/serviceMonitor/interval"),
     ],
