@@ -10,15 +10,17 @@
 # deploy/constraints.txt (the versions the test suite runs with).
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+# The same Python on the full image, which has a C compiler: the build compiles the hot path (setup.py)
+ARG PYTHON_BUILD_IMAGE=python:3.11.11-bookworm
 ARG DEBIAN_IMAGE=debian:bookworm-20250317-slim
 
 # ---- bridge: build a virtualenv, then copy only it into a clean image -----------------------
-FROM ${PYTHON_IMAGE} AS bridge-build
+FROM ${PYTHON_BUILD_IMAGE} AS bridge-build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/hubble-otlp
 COPY deploy/constraints.txt ./
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md setup.py ./
 COPY hubble_bridge ./hubble_bridge
 RUN /opt/hubble-otlp/bin/pip install --constraint constraints.txt .
 
@@ -33,7 +35,8 @@ WORKDIR /src
 # --system-site-packages: bcc comes from Debian's package, not from PyPI.
 RUN python3 -m venv --system-site-packages /opt/hubble-otlp
 COPY deploy/constraints.txt ./
-COPY pyproject.toml README.md ./
+# No C compiler here: the hot path stays pure Python (the sidecar does not run the mapping).
+COPY pyproject.toml README.md setup.py ./
 COPY hubble_bridge ./hubble_bridge
 RUN /opt/hubble-otlp/bin/pip install --constraint constraints.txt .
 

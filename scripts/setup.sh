@@ -13,6 +13,11 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || apt_packages+=(python3-venv)
 if (( want_test )); then
   command -v prometheus >/dev/null || apt_packages+=(prometheus)
   command -v shellcheck >/dev/null || apt_packages+=(shellcheck)
+  # tests/test_compiled.py compiles the hot path (Cython) as a regular install does: a C compiler and
+  # Python's headers
+  command -v cc >/dev/null || apt_packages+=(gcc libc6-dev)
+  python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' ||
+    apt_packages+=(python3-dev)
   # the benchmark's fast flow source is a small Go gRPC server built offline from Debian's packages
   { command -v go >/dev/null && [[ -d /usr/share/gocode/src/google.golang.org/grpc ]]; } ||
     apt_packages+=(golang-go golang-google-grpc-dev)

@@ -12,6 +12,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from hubble_bridge.bench import KEYS, run_bench
 from hubble_bridge.bench.source import go_binary, read_frames, start_source, write_frames
+from hubble_bridge.compiled import describe
 from hubble_bridge.errors import ConfigError
 from hubble_bridge.flows.codec import to_json_line
 from hubble_bridge.generator import generate_responses
@@ -32,6 +33,7 @@ def test_bench_prints_a_table_and_a_json_line_with_every_key(capsys: pytest.Capt
     assert isinstance(result["scale_2_streams"], float) and result["scale_2_streams"] > 0
     table = "\n".join(out[:-1])
     assert "400 generated events" in table
+    assert f"hot path {describe()}" in table  # compiled or pure Python, said in the header
     for key in KEYS:
         assert key in table
     assert "streams" in table  # the scale-out note: flows/s with 1 and with 2 streams

@@ -136,7 +136,7 @@ def test_dockerignore_keeps_what_the_build_copies() -> None:
 
     copies = re.findall(r"^COPY (?!--from)(.+?) \S+$", DOCKERFILE.read_text(), re.MULTILINE)
     sources = {src for line in copies for src in line.split()}
-    assert sources == {"deploy/constraints.txt", "pyproject.toml", "README.md", "hubble_bridge"}
+    assert sources == {"deploy/constraints.txt", "pyproject.toml", "README.md", "setup.py", "hubble_bridge"}
     for source in sources:
         assert (REPO / source).exists() and included(source), source
     for excluded in (".venv", ".git", "tests", "helm/hubble-otlp/values.yaml"):
@@ -175,6 +175,9 @@ def test_bridge_image_builds_and_runs_as_non_root() -> None:
     assert version.returncode == 0 and version.stdout.startswith("hubble-otlp "), version.stderr
     uid = docker_run("run", "--rm", "--entrypoint", "id", tag, "-u", timeout=120)
     assert uid.stdout.strip() == "65532"
+    code = "from hubble_bridge.compiled import describe; print(describe())"
+    hot = docker_run("run", "--rm", "--entrypoint", "python", tag, "-c", code, timeout=120)
+    assert hot.stdout.startswith("compiled ("), hot.stdout + hot.stderr  # the builder image has a compiler
 
 
 @pytest.mark.usefixtures("docker")

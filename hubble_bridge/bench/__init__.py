@@ -17,6 +17,7 @@ import orjson
 
 from hubble_bridge.api import flow_pb2
 from hubble_bridge.bench.source import start_source, write_frames
+from hubble_bridge.compiled import describe
 from hubble_bridge.errors import ConfigError
 from hubble_bridge.generator import generate_responses
 
@@ -137,7 +138,7 @@ def _rounded(value: float | None) -> float | None:
 def _table(run: _Run, flows: int, l7: int, source_kind: str) -> str:
     lines = [
         f"hubble-otlp bench: {flows} generated events ({100 * l7 / flows:.0f}% L7), "
-        f"{source_kind} bench source",
+        f"{source_kind} bench source, hot path {describe()}",
         "",
         f"{'measurement':<22}{'value':>12}  note",
     ]
