@@ -97,7 +97,7 @@ def _measure(run: _Run, frames: list[bytes], address: str, send_rate: Any) -> No
     v["e2e_per_s"] = e2e["per_s"]
     v["rss_mb"] = e2e["rss_mb"]
     notes["e2e_per_s"] = f"source -> bridge process -> OTLP gRPC receiver ({e2e['otlp_requests']} exports)"
-    notes["rss_mb"] = f"the e2e bridge process's peak RSS after {e2e['events']} events"
+    notes["rss_mb"] = f"the e2e bridge's peak RSS, reader process included, after {e2e['events']} events"
     v["naive_per_s"] = measure.naive_rate(frames)
     notes["naive_per_s"] = "SDK span + SDK counter per flow, BatchSpanProcessor, OTLP encoding"
 
