@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -186,3 +188,29 @@ def test_reader_process_flag_and_bad_value() -> None:
         load_config({"source": {"relay": "r:4245", "reader_process": "sometimes"}}, environ={})
     done = run_cli("bridge", "--relay", "r:4245", "--reader-process", "sometimes")
     assert done.returncode == 2 and "invalid choice" in done.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_process_group_stops_cleanly(relay: CliProcess, tmp_path: Path, sig: int) -> None:
+    """Ctrl-C in a terminal (or a SIGTERM to the group) reaches the reader process too: it must leave
+    the stopping to the bridge, with no traceback and no "reader process exited" error."""
+    out = tmp_path / "out.jsonl"
+    bridge = subprocess.Popen(
+        [sys.executable, "-m", "hubble_bridge.cli", "bridge", "--relay", relay.address,  # type: ignore[attr-defined]
+         "--number", "100", "--no-otlp", "--output", str(out), "--reader-process", "on"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    assert bridge.stdout is not None
+    lines = []
+    for line in bridge.stdout:  # the stream is open once the reader process reports the connection
+        lines.append(line)
+        if "connected to" in line:
+            break
+    os.killpg(bridge.pid, sig)
+    rest, _ = bridge.communicate(timeout=60)
+    output = "".join(lines) + rest
+    assert bridge.returncode == 0, output
+    assert "Traceback" not in output and "reader process" not in output, output
+    assert "stopped:" in output
+    # the child's log lines keep their own logger's name
+    assert "hubble_bridge.sources.resilient: connected to" in output

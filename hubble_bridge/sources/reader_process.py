@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import signal
 import threading
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
@@ -89,8 +90,8 @@ class ReaderProcessSource:
                     if frames:
                         yield frames
                 elif kind == "log":
-                    _, level, text = message
-                    log.log(level, "%s", text)
+                    _, level, name, text = message
+                    logging.getLogger(name).log(level, "%s", text)
                 elif kind == "end":
                     _, error, state = message
                     self._update(state)
@@ -153,10 +154,14 @@ class _PipeLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         with contextlib.suppress(Exception):  # a broken pipe is noticed by the sender loop
-            self._send(("log", record.levelno, record.getMessage()))
+            self._send(("log", record.levelno, record.name, record.getMessage()))
 
 
 def _child_main(conn: Connection, stop: Connection, config: SourceConfig, log_level: int) -> None:
+    # The bridge owns this process's life: Ctrl-C or a SIGTERM sent to the whole process group
+    # stop the bridge, which then closes the stop pipe; here they would only cut the stream short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from hubble_bridge.sources.resilient import ResilientRelaySource
 
     send_lock = threading.Lock()
