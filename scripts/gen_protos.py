@@ -74,7 +74,9 @@ def main(argv: list[str]) -> int:
     for name, text in stubs.items():
         (API_DIR / name).write_text(text)
     init = API_DIR / "__init__.py"
-    init.write_text('"""Generated Hubble API stubs (scripts/gen_protos.py); nothing here is hand-written."""\n')  # noqa: E501
+    init.write_text(
+        '"""Generated Hubble API stubs (scripts/gen_protos.py); nothing here is hand-written."""\n'
+    )
     print(f"wrote {len(stubs)} stubs to {API_DIR.relative_to(ROOT)}")
     return 0
 
