@@ -31,11 +31,16 @@ DEDUPE_WINDOW_NS = 5_000_000_000
 FUTURE_LIMIT_NS = 3600 * 1_000_000_000  # Relay merges node streams in time order within a small window
 
 
-def event_key(response: GetFlowsResponse) -> tuple[object, ...]:
+def event_key(response: GetFlowsResponse) -> object:
+    """What tells an event from any other: the flow's uuid, else a tuple of what identifies it.
+
+    The uuid is the key itself (a str never equals the tuples); it is read first because it is
+    there in nearly every flow, and this runs for every event.
+    """
+    f = response.flow  # an empty Flow when the event is not one: no uuid
+    if f.uuid:
+        return f.uuid
     if response.HasField("flow"):
-        f = response.flow
-        if f.uuid:
-            return (f.uuid,)
         l4 = f.l4
         proto = l4.WhichOneof("protocol") or ""
         ports = (
@@ -83,8 +88,8 @@ class ResilientRelaySource:
         self._wait = wait_exponential_jitter(multiplier=0.2, max=max_backoff_s, jitter=0.5)
         self._last_ns = 0
         self._future_limit_ns = 0  # now + FUTURE_LIMIT_NS, refreshed only when a time passes it
-        self._recent: deque[tuple[int, tuple[object, ...]]] = deque()
-        self._recent_keys: set[tuple[object, ...]] = set()
+        self._recent: deque[tuple[int, object]] = deque()
+        self._recent_keys: set[object] = set()
         self.duplicates = 0
         self.invalid_messages = 0  # messages the stream carried that protobuf could not decode
         self.connected = threading.Event()  # a stream is open (readiness)
@@ -180,10 +185,10 @@ class ResilientRelaySource:
 
     def _seen(self, response: GetFlowsResponse) -> bool:
         # Runs for every event: the common case (a flow with a uuid, the response time set) reads
-        # three fields; the uuid string is the key itself (other keys are tuples, never equal to it).
+        # three fields.
         stamp = response.time
         t = stamp.seconds * 1_000_000_000 + stamp.nanos or event_time_ns(response)
-        key: object = response.flow.uuid or event_key(response)
+        key = event_key(response)
         recent_keys = self._recent_keys
         if key in recent_keys:
             return True
