@@ -26,6 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from hubble_bridge.bench.bridge_run import tree_rss_mb  # noqa: E402
 from tests.otlp_receiver import OtlpReceiver  # noqa: E402  (a real OTLP receiver, shared with the tests)
 from tests.procs import free_port  # noqa: E402
 
@@ -95,28 +96,6 @@ def total(values: dict[str, float], name: str, **labels: str) -> float:
     return out
 
 
-def rss_mb(pid: int) -> tuple[float, float]:
-    """RSS and peak RSS of the bridge and its child processes (the relay reader process), added up."""
-    rss = peak = 0.0
-    for proc in [pid, *_children(pid)]:
-        try:
-            lines = Path(f"/proc/{proc}/status").read_text().splitlines()
-        except FileNotFoundError:  # a child that just ended
-            continue
-        fields = dict(line.split(":", 1) for line in lines if ":" in line)
-        rss += int(fields["VmRSS"].split()[0]) / 1024
-        peak += int(fields["VmHWM"].split()[0]) / 1024
-    return rss, peak
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        for child in task.read_text().split():
-            found += [int(child), *_children(int(child))]
-    return found
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -176,7 +155,7 @@ def main() -> int:
                     values = scrape(metrics_port)
                 except OSError:
                     values = {}
-                rss, peak = rss_mb(bridge.pid)
+                rss, peak = tree_rss_mb(bridge.pid)  # the bridge and its reader process
                 samples.append({
                     "t": round(now - started), "rss_mb": round(rss, 1), "peak_rss_mb": round(peak, 1),
                     "received": total(values, "hubble_otlp_flows_received_total"),

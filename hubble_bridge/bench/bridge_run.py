@@ -44,19 +44,34 @@ def children_peak_rss_mb() -> float:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
-def current_rss_mb() -> float:
-    """This process and its children (the reader process), added up."""
-    pids = ["self"]
-    for task in Path("/proc/self/task").glob("*/children"):
-        pids += task.read_text().split()
-    total = 0.0
-    for pid in pids:
+def tree_rss_mb(pid: int | str = "self") -> tuple[float, float]:
+    """VmRSS and VmHWM of a process and all its descendants (the reader process), added up.
+
+    (0, 0) off Linux. A peak added up this way bounds the tree's peak from above.
+    """
+    rss = peak = 0.0
+    for proc in [pid, *_descendants(pid)]:
         try:
-            lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+            lines = Path(f"/proc/{proc}/status").read_text().splitlines()
         except OSError:  # not Linux, or a child that just ended
             continue
-        total += sum(int(line.split()[1]) / 1024 for line in lines if line.startswith("VmRSS:"))
-    return total or peak_rss_mb()
+        fields = dict(line.split(":", 1) for line in lines if ":" in line)
+        rss += int(fields["VmRSS"].split()[0]) / 1024
+        peak += int(fields["VmHWM"].split()[0]) / 1024
+    return rss, peak
+
+
+def _descendants(pid: int | str) -> list[str]:
+    found: list[str] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in task.read_text().split():
+            found += [child, *_descendants(child)]
+    return found
+
+
+def current_rss_mb() -> float:
+    """This process and its children (the reader process), added up."""
+    return tree_rss_mb()[0] or peak_rss_mb()
 
 
 class _RssSampler(threading.Thread):
