@@ -44,7 +44,7 @@ class ReaderProcessSource:
         self._on_reconnect = on_reconnect
         self._closed = threading.Event()
         self._lock = threading.Lock()
-        self._stop: Any = None  # the child's stop event, once started
+        self._stop: Any = None  # our end of the stop pipe, once the child is started
         self._process: Any = None
         self.connected = threading.Event()
         self.duplicates = 0
