@@ -22,6 +22,7 @@ from hubble_bridge import __version__
 from hubble_bridge.api import flow_pb2, observer_pb2, relay_pb2
 from hubble_bridge.config import BridgeConfig
 from hubble_bridge.flows.codec import enum_name
+from hubble_bridge.gc_tuning import young_threshold_raised
 from hubble_bridge.mapping.logs import flow_log_of, lost_events_log, node_status_log
 from hubble_bridge.mapping.metrics import MetricsAggregator
 from hubble_bridge.mapping.spans import SpanMapper
@@ -108,6 +109,10 @@ class Bridge:
     # ---- lifecycle -------------------------------------------------------------------------
 
     def run(self) -> int:
+        with young_threshold_raised():  # the mapping's allocations die young (gc_tuning.py)
+            return self._run()
+
+    def _run(self) -> int:
         reader = threading.Thread(target=self._read, name="hubble-otlp-reader", daemon=True)
         exporter = threading.Thread(target=self._export_loop, name="hubble-otlp-exporter", daemon=True)
         reader.start()

@@ -162,6 +162,13 @@ def _child_main(conn: Connection, stop: Connection, config: SourceConfig, log_le
     # stop the bridge, which then closes the stop pipe; here they would only cut the stream short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from hubble_bridge.gc_tuning import young_threshold_raised
+
+    with young_threshold_raised():  # each message read allocates a few short-lived objects
+        _read_and_send(conn, stop, config, log_level)
+
+
+def _read_and_send(conn: Connection, stop: Connection, config: SourceConfig, log_level: int) -> None:
     from hubble_bridge.sources.resilient import ResilientRelaySource
 
     send_lock = threading.Lock()
