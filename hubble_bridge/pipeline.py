@@ -18,6 +18,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from google.protobuf.message import DecodeError
+
 from hubble_bridge import __version__
 from hubble_bridge.api import flow_pb2, observer_pb2, relay_pb2
 from hubble_bridge.config import BridgeConfig
@@ -28,7 +30,6 @@ from hubble_bridge.mapping.metrics import MetricsAggregator
 from hubble_bridge.mapping.spans import SpanMapper
 from hubble_bridge.selfmetrics import SelfMetrics
 from hubble_bridge.sources.base import FlowSource
-from hubble_bridge.sources.relay import lenient_decode
 from hubble_bridge.telemetry import LogRecord, MetricsSnapshot, SpanRecord, make_resource
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ EXPIRE_EVERY_S = 1.0
 
 # What a source yields: decoded events, or (from the reader process) their bytes, decoded in the mapper.
 Event = GetFlowsResponse | bytes
+_decode = GetFlowsResponse.FromString
 
 
 def _batched(source: FlowSource) -> Iterator[list[Event]]:
@@ -275,10 +277,14 @@ class Bridge:
         undecodable = 0
         for event in batch:
             # Bytes are decoded here, one at a time, right before mapping: the message is still in cache.
-            response = lenient_decode(event) if type(event) is bytes else event
-            if response is None:
-                undecodable += 1
-                continue
+            if type(event) is bytes:
+                try:
+                    response = _decode(event)
+                except DecodeError:  # e.g. invalid UTF-8 in a string: skipped and counted, not the end
+                    undecodable += 1
+                    continue
+            else:
+                response = event
             kind = response.WhichOneof("response_types")
             if kind == "flow":
                 flow = response.flow

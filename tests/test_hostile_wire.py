@@ -23,9 +23,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hubble_bridge.api import flow_pb2, observer_pb2
+from hubble_bridge.config import load_config
 from hubble_bridge.errors import BridgeError, FlowDecodeError
 from hubble_bridge.filters import FlowFilterSet
 from hubble_bridge.flows.codec import parse_json_line, timestamp_from_ns, to_json_line
+from hubble_bridge.pipeline import Bridge
 from hubble_bridge.server.observer import ObserverServer
 from hubble_bridge.server.query import FlowQuery
 from hubble_bridge.server.store import EventStore
@@ -64,6 +66,37 @@ def test_upb_refuses_invalid_utf8_in_any_string_field(bad: bytes, occurrence: in
     assert GetFlowsResponse.FromString(data) == marked_event()
     with pytest.raises(DecodeError, match="UTF-8"):
         GetFlowsResponse.FromString(patch(data, bad, occurrence))
+
+
+class _BytesSource:
+    """Event bytes in one batch, as the reader process hands them to the bridge."""
+
+    name = "bytes"
+
+    def __init__(self, events: list[bytes]) -> None:
+        self.events = events
+        self.invalid_messages = 0  # what the reader process itself skipped: nothing here
+
+    def batches(self) -> Iterator[list[bytes]]:
+        yield self.events
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.events)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("bad", BAD_UTF8)
+def test_the_mapper_skips_and_counts_event_bytes_it_cannot_decode(bad: bytes) -> None:
+    good = marked_event().SerializeToString()
+    events = [good, patch(good, bad, 1), b"\x0a\xff", good]  # invalid UTF-8; a cut length prefix
+    bridge = Bridge(load_config({}, environ={}), _BytesSource(events), [])  # no sinks: nothing leaves
+    assert bridge.run() == 0
+    bridge.snapshot()  # copies the components' counters into the self-metrics
+    assert bridge.stats.total("flows.received") == 4
+    assert bridge.stats.total("flows.mapped") == 2
+    assert bridge.stats.total("input.invalid") == 2
 
 
 @pytest.mark.parametrize("bad", BAD_UTF8)
