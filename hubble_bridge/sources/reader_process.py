@@ -8,7 +8,7 @@ received, in batches over a pipe; the bridge decodes each one right before
 mapping it. Counters, readiness and log lines come back with the batches.
 
 Backpressure holds across the pipe: when the bridge stops taking batches the
-pipe fills, the child's send blocks, the child stops reading and gRPC flow
+pipe fills, the child's buffer fills, the child stops reading and gRPC flow
 control reaches Relay. The child exits when the bridge closes the source, when
 its pipe breaks, or when the bridge process is gone.
 """
@@ -30,6 +30,7 @@ from hubble_bridge.errors import BridgeError
 log = logging.getLogger(__name__)
 
 BATCH = 512  # events per pipe message
+BUFFERED_BATCHES = 8  # the child's own buffer, in batches, before it stops reading
 WAKE_S = 0.05  # longest an event waits in the child before it is sent
 JOIN_S = 10.0  # how long close() waits for the child to end before terminating it
 
@@ -198,70 +199,62 @@ def _read_and_send(conn: Connection, stop: Connection, config: SourceConfig, log
             )
         conn.close()
         return
-    pending: list[bytes] = []  # read and not yet sent; guarded by send_lock, as the pipe is
-    sent_state: list[tuple[bool, int, int, int] | None] = [None]
+    buffer: list[bytes] = []
+    cond = threading.Condition()
     done = threading.Event()
-    gone = threading.Event()  # the bridge closed its end of the pipe
     error: list[str] = []
 
-    def state() -> tuple[bool, int, int, int]:
-        return source.connected.is_set(), source.duplicates, source.invalid_messages, reconnects
-
-    def send_pending() -> bool:
-        """Send what was read, and the counters when they changed; False once the bridge is gone.
-
-        The caller holds send_lock, so batches leave in the order they were read, and closes the
-        source on False (not under the lock: closing may log, and logging sends).
-        """
-        now = state()
-        if pending or now != sent_state[0]:
-            try:
-                conn.send(("batch", pending[:], now))
-            except OSError:  # the bridge closed its end: nobody to read for
-                gone.set()
-                return False
-            pending.clear()
-            sent_state[0] = now
-        return True
-
     def read() -> None:
-        # Full batches leave from this thread: reading never waits for another one. When the
-        # bridge stops taking batches the pipe fills, this send blocks, reading stops, and gRPC
-        # flow control reaches Relay.
         try:
             for frame in source:
-                with send_lock:
-                    pending.append(frame)
-                    sent = len(pending) < BATCH or send_pending()
-                if not sent:
-                    source.close()
-                    return
+                with cond:
+                    while len(buffer) >= BUFFERED_BATCHES * BATCH and not stopped.is_set():
+                        cond.wait(WAKE_S)
+                    buffer.append(frame)
+                    if len(buffer) >= BATCH:
+                        cond.notify_all()
         except BridgeError as exc:
             error.append(str(exc))
         except Exception as exc:  # reported to the bridge as one line, never a traceback
             error.append(f"reader process failed: {type(exc).__name__}: {exc}")
         finally:
             done.set()
+            with cond:
+                cond.notify_all()
+
+    def state() -> tuple[bool, int, int, int]:
+        return source.connected.is_set(), source.duplicates, source.invalid_messages, reconnects
+
+    stopped = threading.Event()
 
     def watch_stop() -> None:
         with contextlib.suppress(EOFError, OSError):
             stop.recv()  # nothing is ever sent: this returns when the bridge closes its end or dies
+        stopped.set()
         source.close()
 
     threading.Thread(target=watch_stop, daemon=True).start()
-    threading.Thread(target=read, name="hubble-otlp-reader", daemon=True).start()
+    reader = threading.Thread(target=read, name="hubble-otlp-reader", daemon=True)
+    reader.start()
+    last_state = None
     try:
-        # A quiet stream's events wait at most WAKE_S here before they are sent.
-        while not done.wait(WAKE_S):
-            with send_lock:
-                sent = send_pending()
-            if not sent:
-                source.close()
+        while True:
+            with cond:
+                if len(buffer) < BATCH and not done.is_set():
+                    cond.wait(WAKE_S)
+                finished = done.is_set()
+                frames = buffer[:]
+                del buffer[:]
+                cond.notify_all()
+            now = state()
+            while frames or now != last_state:
+                send(("batch", frames[:BATCH], now))
+                frames = frames[BATCH:]
+                last_state = now
+            if finished:
+                send(("end", error[0] if error else "", state()))
                 return
-        with send_lock:
-            if not gone.is_set() and send_pending():
-                conn.send(("end", error[0] if error else "", state()))
-    except OSError:  # the bridge closed its end while the end was sent
+    except (BrokenPipeError, EOFError, OSError):  # the bridge closed its end: stop reading
         source.close()
     finally:
         conn.close()
