@@ -23,6 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hubble_bridge.api import flow_pb2, observer_pb2
+from hubble_bridge.bench.measure import FrameSource
 from hubble_bridge.config import load_config
 from hubble_bridge.errors import BridgeError, FlowDecodeError
 from hubble_bridge.filters import FlowFilterSet
@@ -68,30 +69,11 @@ def test_upb_refuses_invalid_utf8_in_any_string_field(bad: bytes, occurrence: in
         GetFlowsResponse.FromString(patch(data, bad, occurrence))
 
 
-class _BytesSource:
-    """Event bytes in one batch, as the reader process hands them to the bridge."""
-
-    name = "bytes"
-
-    def __init__(self, events: list[bytes]) -> None:
-        self.events = events
-        self.invalid_messages = 0  # what the reader process itself skipped: nothing here
-
-    def batches(self) -> Iterator[list[bytes]]:
-        yield self.events
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self.events)
-
-    def close(self) -> None:
-        pass
-
-
 @pytest.mark.parametrize("bad", BAD_UTF8)
 def test_the_mapper_skips_and_counts_event_bytes_it_cannot_decode(bad: bytes) -> None:
     good = marked_event().SerializeToString()
     events = [good, patch(good, bad, 1), b"\x0a\xff", good]  # invalid UTF-8; a cut length prefix
-    bridge = Bridge(load_config({}, environ={}), _BytesSource(events), [])  # no sinks: nothing leaves
+    bridge = Bridge(load_config({}, environ={}), FrameSource(events), [])  # no sinks: nothing leaves
     assert bridge.run() == 0
     bridge.snapshot()  # copies the components' counters into the self-metrics
     assert bridge.stats.total("flows.received") == 4

@@ -51,7 +51,7 @@ def receive_rate(address: str, count: int) -> float:
         client.close()
 
 
-class _FrameSource:
+class FrameSource:
     """Serialized events in batches, as the reader process hands them over; the Bridge decodes them."""
 
     name = "bench frames"
@@ -98,7 +98,7 @@ def pipeline_rate(frames: Sequence[bytes]) -> float:
     """The real Bridge (its threads, batches and default config) from decode to encoded OTLP."""
     config = load_config({}, environ={})
     sink = _EncodingSink()
-    bridge = Bridge(config, _FrameSource(frames), [sink])
+    bridge = Bridge(config, FrameSource(frames), [sink])
     started = time.perf_counter()
     bridge.run()
     seconds = time.perf_counter() - started
