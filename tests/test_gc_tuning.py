@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
+from hubble_bridge.bench.measure import FrameSource
 from hubble_bridge.config import load_config
 from hubble_bridge.gc_tuning import YOUNG_THRESHOLD, young_threshold_raised
 from hubble_bridge.generator import generate_responses
@@ -78,23 +79,10 @@ class _ThresholdsSeen:
         pass
 
 
-class _Frames:
-    name = "generated frames"
-
-    def __init__(self, frames: list[bytes]) -> None:
-        self.frames = frames
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self.frames)
-
-    def close(self) -> None:
-        pass
-
-
 def test_a_bridge_runs_with_the_threshold_raised_and_gives_it_back() -> None:
     frames = [r.SerializeToString() for r in generate_responses(2000, seed=3)]
     sink = _ThresholdsSeen()
-    bridge = Bridge(load_config({}, environ={}), _Frames(frames), [sink])  # type: ignore[arg-type]
+    bridge = Bridge(load_config({}, environ={}), FrameSource(frames), [sink])
     assert bridge.run() == 0
     assert sink.seen, "the bridge exported nothing"
     assert all(t == (YOUNG_THRESHOLD, 10, 10) for t in sink.seen)
