@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import io
+import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
+from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from hubble_bridge.bench import KEYS, run_bench
+from hubble_bridge.bench.naive import NaiveBridge
 from hubble_bridge.bench.source import go_binary, read_frames, start_source, write_frames
 from hubble_bridge.compiled import describe
 from hubble_bridge.errors import ConfigError
@@ -29,6 +34,12 @@ def test_bench_prints_a_table_and_a_json_line_with_every_key(capsys: pytest.Capt
     for key in RATES:
         assert isinstance(result[key], float) and result[key] > 0, key
     assert 0 < result["rss_mb"] < 2048
+    # CPU per event: the pipeline's own threads, and the e2e bridge with its reader process. A whole
+    # second per event would mean the division is wrong, not a slow machine.
+    for key in ("pipeline_us_per_flow", "e2e_cpu_us_per_flow"):
+        assert isinstance(result[key], float) and 0 < result[key] < 1e6, key
+    # Both converts ran to the end on the same file (a failed one raises); the ratio is theirs.
+    assert isinstance(result["convert_over_naive"], float) and result["convert_over_naive"] > 0
     # measured with --workers 2: two streams in two processes over one in one
     assert isinstance(result["scale_2_streams"], float) and result["scale_2_streams"] > 0
     table = "\n".join(out[:-1])
@@ -38,6 +49,8 @@ def test_bench_prints_a_table_and_a_json_line_with_every_key(capsys: pytest.Capt
         assert key in table
     assert "streams" in table  # the scale-out note: flows/s with 1 and with 2 streams
     assert "pipeline_per_s / naive_per_s" in table
+    assert "400 JSON lines, whole process: convert" in table  # the convert comparison's note
+    assert "e2e_cpu_us_per_flow = " in table and "target <= 18" in table
 
 
 def test_bench_without_json_prints_only_the_table(capsys: pytest.CaptureFixture[str]) -> None:
@@ -111,3 +124,33 @@ def test_naive_convert_writes_encoded_otlp(tmp_path: Path) -> None:
     flows = sum(1 for r in generate_responses(60, seed=2) if r.HasField("flow"))
     # The span batch comes first (metrics are exported at shutdown): one span per flow.
     assert sum(len(ss.spans) for rs in spans[0].resource_spans for ss in rs.scope_spans) == flows
+
+
+def _naive_spans(feed: Callable[[NaiveBridge], None], expected: int) -> list[tuple[object, ...]]:
+    out = io.BytesIO()
+    naive = NaiveBridge(expected, out)
+    feed(naive)
+    naive.close()
+    frames, data = [], out.getvalue()
+    while data:
+        size = int.from_bytes(data[:4], "big")
+        frames.append(data[4 : 4 + size])
+        data = data[4 + size :]
+    request = ExportTraceServiceRequest.FromString(frames[0])  # spans first, metrics at shutdown
+    return [
+        (s.name, s.start_time_unix_nano, s.end_time_unix_nano, json_format.MessageToDict(s)["attributes"])
+        for rs in request.resource_spans
+        for ss in rs.scope_spans
+        for s in ss.spans
+    ]
+
+
+def test_naive_json_design_makes_the_same_spans_as_the_protobuf_one() -> None:
+    # The file path's naive design reads lines with json.loads and never builds protobuf messages; it
+    # must still do the same work per flow (same span, same attributes) or the comparison means nothing.
+    responses = list(generate_responses(300, seed=3))
+    lines = [to_json_line(r) for r in responses]
+    from_json = _naive_spans(lambda n: [n.process_dict(json.loads(line)) for line in lines], len(lines))
+    from_proto = _naive_spans(lambda n: [n.process(r) for r in responses], len(lines))
+    assert len(from_json) == sum(1 for r in responses if r.HasField("flow"))
+    assert from_json == from_proto

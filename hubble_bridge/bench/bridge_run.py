@@ -4,7 +4,8 @@
 Bridge with the bridge command's relay source (first COUNT flows) and OtlpExporter
 over gRPC, and prints one JSON line: events, seconds (from the stream's opening to
 the last export done), rss_mb (VmHWM, plus the reader process's peak) and
-rss_samples_mb (VmRSS of both, once a second).
+rss_samples_mb (VmRSS of both, once a second), cpu_s (user + system CPU of the
+bridge process from the run's start, and all of the reader process's).
 """
 
 from __future__ import annotations
@@ -111,9 +112,12 @@ def run(relay: str, otlp_endpoint: str, count: int) -> dict[str, Any]:
 
     watcher = threading.Thread(target=note_open, daemon=True)
     watcher.start()
+    cpu_before = _cpu_s(resource.RUSAGE_SELF) + _cpu_s(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     code = bridge.run()
     seconds = time.perf_counter() - (opened[0] if opened else started)
+    # The reader process has been joined by now, so RUSAGE_CHILDREN holds all of its CPU.
+    cpu = _cpu_s(resource.RUSAGE_SELF) + _cpu_s(resource.RUSAGE_CHILDREN) - cpu_before
     sampler.done.set()
     if code != 0 or bridge.error:
         raise SystemExit(f"bench bridge failed: {bridge.error}")
@@ -126,7 +130,13 @@ def run(relay: str, otlp_endpoint: str, count: int) -> dict[str, Any]:
         "spans_sent": stats["traces"].items_sent,
         "export_failures": sum(s.batches_failed for s in stats.values()),
         "rss_samples_mb": sampler.samples,
+        "cpu_s": cpu,
     }
+
+
+def _cpu_s(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv: list[str]) -> int:

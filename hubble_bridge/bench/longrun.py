@@ -2,18 +2,16 @@
 
 `python -m hubble_bridge.bench.longrun rss [--flows 1000000]`: the e2e bridge on
 that many distinct generated flows; its peak RSS and RSS once a second.
-`python -m hubble_bridge.bench.longrun convert [--flows 60000]`: whole-process
-wall time of `hubble-otlp convert` against the naive design on the same file.
+`python -m hubble_bridge.bench.longrun convert [--flows 60000] [--seed 7]`: whole-process
+wall and CPU time of `hubble-otlp convert` against the naive design on the same file.
 """
 
 from __future__ import annotations
 
 import argparse
 import struct
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import orjson
@@ -21,6 +19,9 @@ import orjson
 from hubble_bridge.bench import SEED, measure
 from hubble_bridge.bench.source import start_source
 from hubble_bridge.generator import generate_responses, write_jsonl
+
+# `hubble-otlp generate --count 60000 --seed 7`: the file the convert target is stated on.
+CONVERT_SEED = 7
 
 
 def rss(flows: int) -> dict[str, object]:
@@ -46,32 +47,25 @@ def rss(flows: int) -> dict[str, object]:
     }
 
 
-def convert(flows: int) -> dict[str, object]:
+def convert(flows: int, seed: int = CONVERT_SEED) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="hubble-otlp-convert-") as tmp:
         flows_path = Path(tmp) / "flows.jsonl"
         with flows_path.open("wb") as fh:
-            write_jsonl(fh, flows, seed=SEED)
-        output = f"{tmp}/ours.jsonl"
-        ours = _timed(["-m", "hubble_bridge.cli", "convert", str(flows_path), "--output", output])
-        naive = _timed(["-m", "hubble_bridge.bench.naive", str(flows_path), f"{tmp}/naive.bin"])
-    return {"flows": flows, "convert_s": ours, "naive_s": naive, "naive_over_convert": round(naive / ours, 2)}
-
-
-def _timed(args: list[str]) -> float:
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=900)
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed: {done.stderr.strip()}")
-    return round(seconds, 2)
+            write_jsonl(fh, flows, seed=seed)
+        timed = measure.convert_vs_naive(flows_path)
+    result: dict[str, object] = {"flows": flows, **{k: round(v, 2) for k, v in timed.items()}}
+    result["naive_over_convert"] = round(timed["naive_s"] / timed["convert_s"], 2)
+    result["naive_over_convert_cpu"] = round(timed["naive_cpu_s"] / timed["convert_cpu_s"], 2)
+    return result
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m hubble_bridge.bench.longrun")
     parser.add_argument("check", choices=["rss", "convert"])
     parser.add_argument("--flows", type=int)
+    parser.add_argument("--seed", type=int, default=CONVERT_SEED, help="convert: the generator's seed")
     args = parser.parse_args(argv)
-    result = rss(args.flows or 1_000_000) if args.check == "rss" else convert(args.flows or 60_000)
+    result = rss(args.flows or 1_000_000) if args.check == "rss" else convert(args.flows or 60_000, args.seed)
     print(orjson.dumps(result).decode())
     return 0
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -16,6 +19,7 @@ from hubble_bridge.bench import naive
 from hubble_bridge.bench.otlp_sink import CountingOtlpReceiver
 from hubble_bridge.config import load_config
 from hubble_bridge.errors import BridgeError
+from hubble_bridge.flows.codec import to_json_line
 from hubble_bridge.pipeline import BATCH, Bridge
 from hubble_bridge.sinks.otlp_encode import encode_metrics
 from hubble_bridge.sinks.otlp_wire import logs_bytes, traces_bytes
@@ -94,17 +98,22 @@ class _EncodingSink:
         pass
 
 
-def pipeline_rate(frames: Sequence[bytes]) -> float:
-    """The real Bridge (its threads, batches and default config) from decode to encoded OTLP."""
+def pipeline_run(frames: Sequence[bytes]) -> tuple[float, float]:
+    """The real Bridge (its threads, batches and default config) from decode to encoded OTLP.
+
+    Returns events per second and CPU microseconds per event (every thread of this process).
+    """
     config = load_config({}, environ={})
     sink = _EncodingSink()
     bridge = Bridge(config, FrameSource(frames), [sink])
+    cpu = time.process_time()
     started = time.perf_counter()
     bridge.run()
     seconds = time.perf_counter() - started
+    cpu = time.process_time() - cpu
     if not sink.bytes:
         raise BridgeError("bench pipeline encoded nothing")
-    return _per_s(len(frames), seconds)
+    return _per_s(len(frames), seconds), 1e6 * cpu / max(len(frames), 1)
 
 
 def naive_rate(frames: Sequence[bytes]) -> float:
@@ -131,5 +140,44 @@ def e2e_run(address: str, count: int) -> dict[str, Any]:
         raise BridgeError(f"bench bridge process failed: {last}")
     result: dict[str, Any] = orjson.loads(done.stdout.strip().splitlines()[-1])
     result["per_s"] = _per_s(result["events"], result["seconds"])
+    result["cpu_us_per_flow"] = 1e6 * result["cpu_s"] / max(result["events"], 1)
     result["otlp_requests"] = sum(receiver.requests.values())
     return result
+
+
+def timed_process(args: Sequence[str], timeout_s: float = 900.0) -> tuple[float, float]:
+    """Run `python ARGS` to its end; its wall time and its CPU time (user + system, its children included)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout_s)
+    seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise BridgeError(f"bench: {' '.join(args)} failed: {last}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu
+
+
+def convert_vs_naive(flows_path: Path) -> dict[str, float]:
+    """`hubble-otlp convert` and the naive convert (json.loads, SDK span + counter per flow) on one file.
+
+    Whole processes, start-up included: wall and CPU seconds of each.
+    """
+    with tempfile.TemporaryDirectory(prefix="hubble-otlp-convert-") as tmp:
+        ours = timed_process(["-m", "hubble_bridge.cli", "convert", str(flows_path), "--output", f"{tmp}/o"])
+        naive_run = timed_process(["-m", "hubble_bridge.bench.naive", str(flows_path), f"{tmp}/naive.bin"])
+    return {
+        "convert_s": ours[0],
+        "convert_cpu_s": ours[1],
+        "naive_s": naive_run[0],
+        "naive_cpu_s": naive_run[1],
+    }
+
+
+def write_jsonl_frames(path: Path, frames: Sequence[bytes]) -> None:
+    """The serialized events as JSON lines, as `hubble observe -o json` writes them."""
+    with path.open("wb") as fh:
+        for start in range(0, len(frames), BATCH):
+            chunk = frames[start : start + BATCH]
+            fh.write(b"".join(to_json_line(GetFlowsResponse.FromString(f)) + b"\n" for f in chunk))
