@@ -6,14 +6,18 @@ import base64
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 from google.protobuf import json_format
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from hubble_bridge.errors import BridgeError
-from hubble_bridge.sinks.otlp_encode import encode_metrics
-from hubble_bridge.sinks.otlp_json import OtlpJsonFileSink
+from hubble_bridge.sinks.otlp_encode import encode_logs, encode_metrics, encode_traces
+from hubble_bridge.sinks.otlp_json import OtlpJsonFileSink, logs_json, to_otlp_json, traces_json
 from hubble_bridge.telemetry import (
     Exemplar,
     HistogramPoint,
@@ -28,6 +32,7 @@ from hubble_bridge.telemetry import (
     StatusCode,
     make_resource,
 )
+from tests import test_otlp_wire as wire  # its records, edge cases and strategies; the wire encoder's tests
 
 RESOURCE = make_resource({"service.name": "frontend", "k8s.cluster.name": "kind"})
 TRACE = bytes.fromhex("5b8efff798038103d269b633813fc60c")
@@ -159,3 +164,80 @@ def test_lines_decode_back_to_the_same_protobuf(tmp_path: Path) -> None:
         exemplar[key] = base64.b64encode(bytes.fromhex(exemplar[key])).decode()
     decoded = json_format.ParseDict(data, ExportMetricsServiceRequest())
     assert decoded == encode_metrics([snapshot()])
+
+
+# ---- spans and log records written straight to OTLP/JSON: the message path's output, exactly ----------
+
+
+def assert_same_json(spans: list[SpanRecord], logs: list[LogRecord], version: str = "1.2.3") -> None:
+    """The direct encoders against the message path (encode_* then message_to_dict), down to the bytes."""
+    assert orjson.dumps(traces_json(spans, version)) == orjson.dumps(
+        to_otlp_json(encode_traces(spans, scope_version=version))
+    )
+    assert orjson.dumps(logs_json(logs, version)) == orjson.dumps(
+        to_otlp_json(encode_logs(logs, scope_version=version))
+    )
+
+
+def test_mapped_spans_and_logs_are_written_as_the_message_path_writes_them() -> None:
+    spans, logs = wire.mapped_records(3000, seed=4)
+    assert len(spans) > 1000 and len(logs) > 1000
+    for _ in range(2):  # cold, then from the caches
+        for start in range(0, max(len(spans), len(logs)), 300):
+            assert_same_json(spans[start : start + 300], logs[start : start + 300])
+    assert_same_json(spans[:10], logs[:10], version="")
+
+
+@pytest.mark.parametrize("attributes", wire.EDGE_ATTRIBUTES, ids=range(len(wire.EDGE_ATTRIBUTES)))
+def test_edge_attribute_values_in_json(attributes: dict[str, Any]) -> None:
+    # Also what the direct encoder leaves to the message path: IntEnum and StrEnum values, None, bytes,
+    # integers past int64 are here or below.
+    for _ in range(2):
+        assert_same_json([wire.span(attributes=dict(attributes))], [wire.log(attributes=dict(attributes))])
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"name": "", "kind": SpanKind.UNSPECIFIED, "parent_span_id": b""},
+        {"trace_id": b"", "span_id": b"", "start_time_ns": 0, "end_time_ns": 0},
+        {"status": StatusCode.ERROR, "status_message": "HTTP 503"},
+        {"status": StatusCode.OK},
+        {"status_message": "message without a code"},
+        {"trace_state": "vendor=1"},
+        {"end_time_ns": 2**64 - 1},
+        {"kind": 1000, "status": -1},
+    ],
+)
+def test_edge_span_fields_in_json(fields: dict[str, Any]) -> None:
+    assert_same_json([wire.span(**fields)], [])
+
+
+def test_values_protobuf_refuses_fail_as_the_message_path_does() -> None:
+    for bad in ({"end_time_ns": 2**64}, {"start_time_ns": -1}, {"attributes": {"big": 2**63}}):
+        with pytest.raises(ValueError):
+            encode_traces([wire.span(**bad)])
+        with pytest.raises(ValueError):
+            traces_json([wire.span(**bad)])
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"body": "", "event_name": "", "trace_id": b"", "span_id": b"", "time_ns": 0},
+        {"severity": Severity.ERROR, "trace_id": b"\x01" * 5, "span_id": b"\x02" * 3, "event_name": "e"},
+    ],
+)
+def test_edge_log_fields_in_json(fields: dict[str, Any]) -> None:
+    assert_same_json([], [wire.log(**fields)])
+
+
+def test_several_resources_keep_first_seen_order_in_json() -> None:
+    spans = [wire.span(wire.POD_B, 1), wire.span(wire.POD_A, 2), wire.span(wire.POD_B, 3), wire.span((), 4)]
+    assert_same_json(spans, [wire.log(resource=s.resource) for s in spans])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(wire.span_records, max_size=6), st.lists(wire.log_records, max_size=6))
+def test_arbitrary_records_in_json(spans: list[SpanRecord], logs: list[LogRecord]) -> None:
+    assert_same_json(spans, logs)
