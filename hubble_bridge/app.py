@@ -14,7 +14,7 @@ from typing import Any
 
 from hubble_bridge.config import BridgeConfig, SourceConfig
 from hubble_bridge.errors import BridgeError
-from hubble_bridge.filters import FlowFilterSet, filters_from_json
+from hubble_bridge.filters import FlowFilterSet, source_filters
 from hubble_bridge.pipeline import Bridge, Sink
 from hubble_bridge.selfmetrics import SelfMetrics
 from hubble_bridge.sources.base import FlowSource
@@ -23,11 +23,7 @@ log = logging.getLogger("hubble_bridge")
 
 
 def build_filters(config: BridgeConfig) -> FlowFilterSet | None:
-    whitelist = filters_from_json(config.source.whitelist) if config.source.whitelist else []
-    blacklist = filters_from_json(config.source.blacklist) if config.source.blacklist else []
-    if not whitelist and not blacklist:
-        return None
-    return FlowFilterSet(whitelist, blacklist)
+    return source_filters(config.source.whitelist, config.source.blacklist)
 
 
 def build_bridge(config: BridgeConfig) -> Bridge:
@@ -46,11 +42,20 @@ def use_reader_process(source: SourceConfig) -> bool:
 
 def build_source(config: BridgeConfig, count: Callable[[str], None]) -> FlowSource:
     """Relay (filters applied server-side, as `hubble observe` does) or files (filtered here)."""
-    if config.source.relay:
-        if use_reader_process(config.source):
-            from hubble_bridge.sources.reader_process import ReaderProcessSource
 
-            return ReaderProcessSource(config.source, on_reconnect=lambda: count("source.reconnects"))
+    def report(problem: object) -> None:
+        count("input.invalid")
+        log.warning("skipped %s", problem)
+
+    # Files read once (convert, a bridge over files) are parsed in the reader process too: the JSON
+    # parse is most of their cost. A followed file stays in process: it is read at the rate it grows.
+    if (config.source.relay or not config.source.follow) and use_reader_process(config.source):
+        from hubble_bridge.sources.reader_process import ReaderProcessSource
+
+        return ReaderProcessSource(
+            config.source, on_reconnect=lambda: count("source.reconnects"), on_problem=report
+        )
+    if config.source.relay:
         from hubble_bridge.sources.resilient import ResilientRelaySource
 
         return ResilientRelaySource(config.source, on_reconnect=lambda: count("source.reconnects"))
@@ -58,11 +63,6 @@ def build_source(config: BridgeConfig, count: Callable[[str], None]) -> FlowSour
     from hubble_bridge.sources.files import FileSource
 
     filters = build_filters(config)
-
-    def report(problem: object) -> None:
-        count("input.invalid")
-        log.warning("skipped %s", problem)
-
     return FileSource(
         config.source.files,
         follow=config.source.follow,

@@ -16,7 +16,22 @@ from hubble_bridge.api import flow_pb2
 from hubble_bridge.filtering.compile import FlowFilterSet
 from hubble_bridge.filtering.errors import InvalidFilterError, UnsupportedFilterError
 
-__all__ = ["FlowFilterSet", "InvalidFilterError", "UnsupportedFilterError", "filters_from_json"]
+__all__ = [
+    "FlowFilterSet",
+    "InvalidFilterError",
+    "UnsupportedFilterError",
+    "filters_from_json",
+    "source_filters",
+]
+
+
+def source_filters(whitelist: list[Any], blacklist: list[Any]) -> FlowFilterSet | None:
+    """The source's configured filters (protojson objects) as one set; None when there are none."""
+    allow = filters_from_json(whitelist) if whitelist else []
+    deny = filters_from_json(blacklist) if blacklist else []
+    if not allow and not deny:
+        return None
+    return FlowFilterSet(allow, deny)
 
 
 def filters_from_json(value: str | bytes | list[Any] | dict[str, Any]) -> list[flow_pb2.FlowFilter]:

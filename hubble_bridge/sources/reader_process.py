@@ -1,4 +1,4 @@
-"""The Relay source in a child process: one stream read on one core, mapped on another.
+"""The Relay source, or files read once, in a child process: events read on one core, mapped on another.
 
 Reading a GetFlows stream costs a Python process about 7 us per message (gRPC's
 own iteration, the decode, dropping duplicates) and the mapping about as much
@@ -6,6 +6,11 @@ again; under one GIL they add up. Here the child runs ResilientRelaySource (its
 reconnects, resume by time and dedupe unchanged) and sends the events' bytes, as
 received, in batches over a pipe; the bridge decodes each one right before
 mapping it. Counters, readiness and log lines come back with the batches.
+
+Files (`convert`, a bridge over files not followed) go the same way: parsing a
+JSON line costs 20-30 us, more than mapping it, so the child runs FileSource
+(filters and skipped-line reports unchanged) and sends each event serialized;
+each skipped line comes back to the bridge's `on_problem`.
 
 Backpressure holds across the pipe: when the bridge stops taking batches the
 pipe fills, the child's buffer fills, the child stops reading and gRPC flow
@@ -20,12 +25,15 @@ import logging
 import multiprocessing
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hubble_bridge.config import SourceConfig
 from hubble_bridge.errors import BridgeError
+from hubble_bridge.sources.files import FileProblem
+
+if TYPE_CHECKING:
+    from hubble_bridge.config import SourceConfig
 
 log = logging.getLogger(__name__)
 
@@ -33,22 +41,53 @@ BATCH = 512  # events per pipe message
 BUFFERED_BATCHES = 8  # the child's own buffer, in batches, before it stops reading
 WAKE_S = 0.05  # longest an event waits in the child before it is sent
 JOIN_S = 10.0  # how long close() waits for the child to end before terminating it
+# The source's counters the child reports with each batch (those it has), set on ReaderProcessSource.
+COUNTERS = (
+    "duplicates",
+    "invalid_messages",
+    "events",
+    "filtered",
+    "non_flow_events",
+    "invalid_lines",
+    "bytes_read",
+    "bytes_total",
+)
+State = tuple[bool, dict[str, int]]  # connected, counters (reconnects included)
+# What the child reads: the relay's SourceConfig, or (files, whitelist, blacklist) in plain lists, so
+# that a file reader does not import the configuration's modules (gRPC among them): 0.2 s of start-up.
+Spec = Any
 
 
 class ReaderProcessSource:
-    """A FlowSource of raw GetFlowsResponse bytes read by a child process; `batches()` gives them whole."""
+    """A FlowSource of raw GetFlowsResponse bytes read by a child process; `batches()` gives them whole.
 
-    def __init__(self, source_config: SourceConfig, *, on_reconnect: Any = None) -> None:
-        self.name = f"relay {source_config.relay}"
+    The relay (`source_config.relay`) or else the files, read once. The counters of the source in the
+    child (COUNTERS: duplicates for a relay, invalid_lines for files, ...) are attributes here.
+    """
+
+    def __init__(
+        self,
+        source_config: SourceConfig,
+        *,
+        on_reconnect: Any = None,
+        on_problem: Callable[[FileProblem], None] | None = None,
+    ) -> None:
+        relay = source_config.relay
+        self.name = f"relay {relay}" if relay else "file:" + ",".join(source_config.files)
         self._config = source_config
         self._on_reconnect = on_reconnect
+        self._on_problem = on_problem
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._stop: Any = None  # our end of the stop pipe, once the child is started
         self._process: Any = None
         self.connected = threading.Event()
-        self.duplicates = 0
-        self.invalid_messages = 0
+        if relay:
+            self.duplicates = 0
+            self.invalid_messages = 0
+        else:
+            self.events = self.filtered = self.non_flow_events = self.invalid_lines = 0
+            self.bytes_read = self.bytes_total = 0
         self.reconnects = 0
 
     def __iter__(self) -> Iterator[bytes]:
@@ -68,7 +107,7 @@ class ReaderProcessSource:
             self._stop = stop
             self._process = context.Process(
                 target=_child_main,
-                args=(sending, child_stop, self._config, log_level),
+                args=(sending, child_stop, self._spec(), log_level),
                 name="hubble-otlp-reader",
                 daemon=True,
             )
@@ -92,6 +131,9 @@ class ReaderProcessSource:
                 elif kind == "log":
                     _, level, name, text = message
                     logging.getLogger(name).log(level, "%s", text)
+                elif kind == "problem":
+                    if self._on_problem is not None:
+                        self._on_problem(FileProblem(*message[1:]))
                 elif kind == "end":
                     _, error, state = message
                     self._update(state)
@@ -104,7 +146,14 @@ class ReaderProcessSource:
         if error:
             raise BridgeError(error)
         if not ended and not self._closed.is_set():
-            raise BridgeError(f"the reader process for {self._config.relay} exited ({self._exit_text()})")
+            where = self._config.relay or self.name
+            raise BridgeError(f"the reader process for {where} exited ({self._exit_text()})")
+
+    def _spec(self) -> Spec:
+        config = self._config
+        if config.relay:
+            return config
+        return (list(config.files), list(config.whitelist), list(config.blacklist))
 
     def close(self) -> None:
         with self._lock:
@@ -112,8 +161,11 @@ class ReaderProcessSource:
             if self._stop is not None:
                 self._stop.close()
 
-    def _update(self, state: tuple[bool, int, int, int]) -> None:
-        connected, self.duplicates, self.invalid_messages, reconnects = state
+    def _update(self, state: State) -> None:
+        connected, counters = state
+        reconnects = counters.pop("reconnects", 0)
+        for name, value in counters.items():
+            setattr(self, name, value)
         if connected:
             self.connected.set()
         else:
@@ -157,7 +209,7 @@ class _PipeLogHandler(logging.Handler):
             self._send(("log", record.levelno, record.name, record.getMessage()))
 
 
-def _child_main(conn: Connection, stop: Connection, config: SourceConfig, log_level: int) -> None:
+def _child_main(conn: Connection, stop: Connection, config: Spec, log_level: int) -> None:
     # The bridge owns this process's life: Ctrl-C or a SIGTERM sent to the whole process group
     # stop the bridge, which then closes the stop pipe; here they would only cut the stream short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -168,9 +220,42 @@ def _child_main(conn: Connection, stop: Connection, config: SourceConfig, log_le
         _read_and_send(conn, stop, config, log_level)
 
 
-def _read_and_send(conn: Connection, stop: Connection, config: SourceConfig, log_level: int) -> None:
-    from hubble_bridge.sources.resilient import ResilientRelaySource
+def _child_source(spec: Spec, count_reconnect: Callable[[], None], send: Any) -> Any:
+    """The source the child reads, yielding serialized events."""
+    if not isinstance(spec, tuple):
+        from hubble_bridge.sources.resilient import ResilientRelaySource
 
+        return ResilientRelaySource(spec, on_reconnect=count_reconnect, raw=True)
+    from hubble_bridge.filters import source_filters
+    from hubble_bridge.sources.files import FileSource
+
+    files, whitelist, blacklist = spec
+    filters = source_filters(whitelist, blacklist)
+
+    def report(problem: FileProblem) -> None:
+        send(("problem", problem.path, problem.line, problem.reason))
+
+    accept = filters.matches if filters else None
+    return _Serialized(FileSource(files, accept=accept, on_problem=report))
+
+
+class _Serialized:
+    """A source of decoded events as one of their bytes; its counters read through."""
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+        self.connected = threading.Event()
+        self.connected.set()  # a file is there or the source fails: nothing to wait for
+
+    def __iter__(self) -> Iterator[bytes]:
+        for event in self._source:
+            yield event.SerializeToString()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._source, name)
+
+
+def _read_and_send(conn: Connection, stop: Connection, config: Spec, log_level: int) -> None:
     send_lock = threading.Lock()
 
     def send(message: tuple[Any, ...]) -> None:
@@ -187,14 +272,14 @@ def _read_and_send(conn: Connection, stop: Connection, config: SourceConfig, log
         reconnects += 1
 
     try:
-        source = ResilientRelaySource(config, on_reconnect=count_reconnect, raw=True)
+        source = _child_source(config, count_reconnect, send)
     except Exception as exc:  # a bad filter or address: one line for the bridge, never a traceback
         with contextlib.suppress(OSError):
             send(
                 (
                     "end",
                     str(exc) if isinstance(exc, BridgeError) else f"{type(exc).__name__}: {exc}",
-                    (False, 0, 0, 0),
+                    (False, {}),
                 )
             )
         conn.close()
@@ -222,8 +307,12 @@ def _read_and_send(conn: Connection, stop: Connection, config: SourceConfig, log
             with cond:
                 cond.notify_all()
 
-    def state() -> tuple[bool, int, int, int]:
-        return source.connected.is_set(), source.duplicates, source.invalid_messages, reconnects
+    counters = [name for name in COUNTERS if hasattr(source, name)]
+
+    def state() -> State:
+        values = {name: getattr(source, name) for name in counters}
+        values["reconnects"] = reconnects
+        return source.connected.is_set(), values
 
     stopped = threading.Event()
 
