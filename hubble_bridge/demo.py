@@ -75,8 +75,11 @@ def run_demo(args: argparse.Namespace) -> int:
     bridge = build_bridge(config)
     endpoints = _start_endpoints(config, bridge)
     _install_signal_handlers(bridge)
+    from hubble_bridge.compiled import describe
+
     print(
         f"hubble-otlp demo: replay relay on {address} generating {args.rate:.0f} flows/s\n"
+        f"  hot path:                         {describe()}\n"
         f"  OTLP JSON (spans, metrics, logs): {output}\n"
         f"  Prometheus metrics:               http://{args.metrics_listen}/metrics\n"
         f"  try: hubble-otlp check --relay {address}\n"
