@@ -25,6 +25,7 @@ import logging
 import multiprocessing
 import signal
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
@@ -284,19 +285,26 @@ def _read_and_send(conn: Connection, stop: Connection, config: Spec, log_level: 
             )
         conn.close()
         return
-    buffer: list[bytes] = []
+    # The reading thread appends to a deque and the sending loop pops from it, with no lock per event (a
+    # deque's append and popleft are atomic); the condition is taken only to wait for room or a batch.
+    buffer: deque[bytes] = deque()
+    limit = BUFFERED_BATCHES * BATCH
     cond = threading.Condition()
+    sender_waits = [False]
     done = threading.Event()
     error: list[str] = []
 
     def read() -> None:
+        append = buffer.append
         try:
             for frame in source:
-                with cond:
-                    while len(buffer) >= BUFFERED_BATCHES * BATCH and not stopped.is_set():
-                        cond.wait(WAKE_S)
-                    buffer.append(frame)
-                    if len(buffer) >= BATCH:
+                if len(buffer) >= limit:
+                    with cond:
+                        while len(buffer) >= limit and not stopped.is_set():
+                            cond.wait(WAKE_S)
+                append(frame)
+                if sender_waits[0] and len(buffer) >= BATCH:
+                    with cond:
                         cond.notify_all()
         except BridgeError as exc:
             error.append(str(exc))
@@ -326,19 +334,22 @@ def _read_and_send(conn: Connection, stop: Connection, config: Spec, log_level: 
     reader = threading.Thread(target=read, name="hubble-otlp-reader", daemon=True)
     reader.start()
     last_state = None
+    popleft = buffer.popleft
     try:
         while True:
             with cond:
                 if len(buffer) < BATCH and not done.is_set():
+                    sender_waits[0] = True
                     cond.wait(WAKE_S)
-                finished = done.is_set()
-                frames = buffer[:]
-                del buffer[:]
-                cond.notify_all()
+                    sender_waits[0] = False
+                finished = done.is_set()  # read before the length: then every event read is in it
+                cond.notify_all()  # the reading thread may wait for room
+            waiting = len(buffer)
             now = state()
-            while frames or now != last_state:
-                send(("batch", frames[:BATCH], now))
-                frames = frames[BATCH:]
+            while waiting or now != last_state:
+                count = min(waiting, BATCH)
+                send(("batch", [popleft() for _ in range(count)], now))
+                waiting -= count
                 last_state = now
             if finished:
                 send(("end", error[0] if error else "", state()))
