@@ -75,7 +75,7 @@ def test_the_child_reads_files_as_the_file_source_does(mixed_file: Path, whiteli
         assert getattr(child, counter) == getattr(here, counter), counter
     assert child.non_flow_events == 1 and (child.filtered > 0) == bool(whitelist)
     assert child.bytes_read == child.bytes_total == mixed_file.stat().st_size
-    assert child._process.exitcode == 0
+    assert child._process.poll() == 0
 
 
 def test_a_missing_file_is_the_same_one_line_error(tmp_path: Path) -> None:

@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
+import os
+import pickle
 import signal
+import subprocess
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -96,25 +99,35 @@ class ReaderProcessSource:
             yield from batch
 
     def batches(self) -> Iterator[list[bytes]]:
-        context = multiprocessing.get_context("spawn")  # forking a process with gRPC threads is unsafe
-        receiving, sending = context.Pipe(duplex=False)
+        # A new interpreter (forking a process with gRPC threads is unsafe) running this module, not
+        # multiprocessing's spawn: that would also re-import the parent's __main__ (the bridge command,
+        # or the bench: 0.1-0.3 s of CPU) and start a resource tracker process.
+        batch_read, batch_write = os.pipe()
         # Stop by closing our end of a second pipe: the child sees EOF, also when this process dies.
-        # (A multiprocessing.Event can hang set() when the child died while waiting on it.)
-        child_stop, stop = context.Pipe(duplex=False)
+        stop_read, stop_write = os.pipe()
         log_level = logging.getLogger().getEffectiveLevel()
         with self._lock:
             if self._closed.is_set():
+                for fd in (batch_read, batch_write, stop_read, stop_write):
+                    os.close(fd)
                 return
-            self._stop = stop
-            self._process = context.Process(
-                target=_child_main,
-                args=(sending, child_stop, self._spec(), log_level),
-                name="hubble-otlp-reader",
-                daemon=True,
+            self._stop = Connection(stop_write, readable=False)
+            # -P as this process was started: a source tree in the working directory must not shadow
+            # the installed (compiled) package.
+            flags = ["-P"] if sys.flags.safe_path else []
+            self._process = subprocess.Popen(
+                [sys.executable, *flags, "-m", __name__, str(batch_write), str(stop_read)],
+                stdin=subprocess.PIPE,
+                pass_fds=(batch_write, stop_read),
             )
-            self._process.start()
-        sending.close()  # the child holds the only writing end: EOF means it is gone
-        child_stop.close()
+        os.close(batch_write)  # the child holds the only writing end: EOF means it is gone
+        os.close(stop_read)
+        receiving = Connection(batch_read, writable=False)
+        stdin = self._process.stdin
+        with contextlib.suppress(OSError):  # a child that died at once is reported below
+            stdin.write(pickle.dumps((self._spec(), log_level)))
+        with contextlib.suppress(OSError):
+            stdin.close()
         error = ""
         ended = False
         try:
@@ -182,14 +195,16 @@ class ReaderProcessSource:
             return
         with self._lock:
             self._stop.close()
-        process.join(JOIN_S)
-        if process.is_alive():
+        try:
+            process.wait(JOIN_S)
+        except subprocess.TimeoutExpired:
             log.warning("the reader process did not stop within %.0fs: terminating it", JOIN_S)
             process.terminate()
-            process.join(JOIN_S)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(JOIN_S)
 
     def _exit_text(self) -> str:
-        code = self._process.exitcode if self._process is not None else None
+        code = self._process.poll() if self._process is not None else None
         if code is None:
             return "no exit code"
         return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
@@ -358,3 +373,19 @@ def _read_and_send(conn: Connection, stop: Connection, config: Spec, log_level: 
         source.close()
     finally:
         conn.close()
+
+
+def _main(argv: list[str]) -> int:
+    """`python -m hubble_bridge.sources.reader_process BATCH_FD STOP_FD`, what to read pickled on stdin."""
+    conn = Connection(int(argv[0]), readable=False)
+    stop = Connection(int(argv[1]), writable=False)
+    try:
+        spec, log_level = pickle.loads(sys.stdin.buffer.read())
+    except (EOFError, pickle.UnpicklingError):  # the bridge went away before saying what to read
+        return 1
+    _child_main(conn, stop, spec, log_level)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
