@@ -18,7 +18,7 @@ from hubble_bridge.bench import KEYS, run_bench
 from hubble_bridge.bench.naive import NaiveBridge
 from hubble_bridge.bench.source import go_binary, read_frames, start_source, write_frames
 from hubble_bridge.compiled import describe
-from hubble_bridge.errors import ConfigError
+from hubble_bridge.errors import BridgeError, ConfigError
 from hubble_bridge.flows.codec import to_json_line
 from hubble_bridge.generator import generate_responses
 from hubble_bridge.sources.relay import RelayClient, build_request
@@ -66,13 +66,15 @@ def test_bench_rejects_bad_arguments(flows: int, workers: int) -> None:
         run_bench(flows, as_json=True, workers=workers)
 
 
-def _serves_frames(tmp_path: Path) -> None:
+def _serves_frames(tmp_path: Path, listen: str = "") -> None:
     responses = list(generate_responses(50, seed=4))
     frames = [r.SerializeToString() for r in responses]
     path = tmp_path / "frames.bin"
     write_frames(path, frames)
     assert read_frames(path) == frames
-    source = start_source(path)
+    source = start_source(path, listen)
+    if listen:
+        assert source.address == listen
     try:
         client = RelayClient(source.address)
         try:
@@ -98,6 +100,22 @@ def test_go_source_serves_the_frames(tmp_path: Path, monkeypatch: pytest.MonkeyP
     if binary is None:
         pytest.skip(why)
     _serves_frames(tmp_path)
+
+
+def test_go_source_serves_on_a_unix_socket_as_a_node_does(tmp_path: Path) -> None:
+    binary, why = go_binary()
+    if binary is None:
+        pytest.skip(why)
+    _serves_frames(tmp_path, f"unix://{tmp_path}/hubble.sock")
+
+
+def test_a_unix_socket_source_without_go_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HUBBLE_OTLP_BENCH_SOURCE", "python")
+    write_frames(tmp_path / "f.bin", [b"x"])
+    with pytest.raises(BridgeError, match="needs the Go bench source"):
+        start_source(tmp_path / "f.bin", f"unix://{tmp_path}/hubble.sock")
 
 
 def test_go_source_is_reported_missing_with_the_package_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,6 +7,7 @@
 // only request field read is GetFlowsRequest.number (field 1), decoded by hand.
 //
 //	flowsource -frames FILE [-listen 127.0.0.1:0]   serve; prints the bound address on stdout
+//	                                                (-listen unix:///path: on a unix socket)
 //	flowsource -drain ADDR -n N                     read N messages; prints "count seconds"
 package main
 
@@ -19,6 +20,7 @@ import (
 	"io/ioutil"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -126,13 +128,22 @@ func serve(listen, path string) {
 	if len(frames) == 0 {
 		fail(fmt.Errorf("%s: no frames", path))
 	}
-	lis, err := net.Listen("tcp", listen)
+	// unix:///path serves on a unix socket, as a node's Hubble server does (hubble.sock).
+	network, address := "tcp", listen
+	if strings.HasPrefix(listen, "unix://") {
+		network, address = "unix", strings.TrimPrefix(listen, "unix://")
+	}
+	lis, err := net.Listen(network, address)
 	if err != nil {
 		fail(err)
 	}
 	server := grpc.NewServer(grpc.CustomCodec(rawCodec{}))
 	server.RegisterService(&observerService, struct{}{})
-	fmt.Println(lis.Addr().String())
+	if network == "unix" {
+		fmt.Println(listen)
+	} else {
+		fmt.Println(lis.Addr().String())
+	}
 	if err := server.Serve(lis); err != nil {
 		fail(err)
 	}

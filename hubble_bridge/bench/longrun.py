@@ -4,6 +4,9 @@
 that many distinct generated flows; its peak RSS and RSS once a second.
 `python -m hubble_bridge.bench.longrun convert [--flows 60000] [--seed 7]`: whole-process
 wall and CPU time of `hubble-otlp convert` against the naive design on the same file.
+`python -m hubble_bridge.bench.longrun cpu [--flows 200000]`: the e2e bridge's CPU per flow
+(reader process included) reading from a relay over TCP and from a node's Hubble server over a
+unix socket, and the flows per second one core sustains on each (1 s / CPU per flow).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 import orjson
 
 from hubble_bridge.bench import SEED, measure
-from hubble_bridge.bench.source import start_source
+from hubble_bridge.bench.source import start_source, write_frames
 from hubble_bridge.generator import generate_responses, write_jsonl
 
 # `hubble-otlp generate --count 60000 --seed 7`: the file the convert target is stated on.
@@ -47,6 +50,25 @@ def rss(flows: int) -> dict[str, object]:
     }
 
 
+def cpu(flows: int) -> dict[str, object]:
+    with tempfile.TemporaryDirectory(prefix="hubble-otlp-cpu-") as tmp:
+        path = Path(tmp) / "frames.bin"
+        write_frames(path, [r.SerializeToString() for r in generate_responses(flows, seed=SEED)])
+        result: dict[str, object] = {"flows": flows}
+        for name, listen in (("relay_tcp", ""), ("node_unix", f"unix://{tmp}/hubble.sock")):
+            source = start_source(path, listen)
+            try:
+                run = measure.e2e_run(source.address, flows)
+            finally:
+                source.close()
+            result[name] = {
+                "cpu_us_per_flow": round(run["cpu_us_per_flow"], 1),
+                "flows_per_s_per_core": round(1e6 / run["cpu_us_per_flow"]),
+                "e2e_per_s": round(run["per_s"]),
+            }
+    return result
+
+
 def convert(flows: int, seed: int = CONVERT_SEED) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="hubble-otlp-convert-") as tmp:
         flows_path = Path(tmp) / "flows.jsonl"
@@ -61,11 +83,16 @@ def convert(flows: int, seed: int = CONVERT_SEED) -> dict[str, object]:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m hubble_bridge.bench.longrun")
-    parser.add_argument("check", choices=["rss", "convert"])
+    parser.add_argument("check", choices=["rss", "convert", "cpu"])
     parser.add_argument("--flows", type=int)
     parser.add_argument("--seed", type=int, default=CONVERT_SEED, help="convert: the generator's seed")
     args = parser.parse_args(argv)
-    result = rss(args.flows or 1_000_000) if args.check == "rss" else convert(args.flows or 60_000, args.seed)
+    if args.check == "rss":
+        result = rss(args.flows or 1_000_000)
+    elif args.check == "cpu":
+        result = cpu(args.flows or 200_000)
+    else:
+        result = convert(args.flows or 60_000, args.seed)
     print(orjson.dumps(result).decode())
     return 0
 

@@ -114,15 +114,18 @@ class RunningSource:
                 self.process.wait()
 
 
-def start_source(frames_path: Path) -> RunningSource:
+def start_source(frames_path: Path, listen: str = "") -> RunningSource:
+    """The bench source serving the frames; `listen` (the Go source only) e.g. unix:///path."""
     note = ""
     binary: Path | None = None
     if os.environ.get("HUBBLE_OTLP_BENCH_SOURCE", "") == "python":
         note = "Python source forced by HUBBLE_OTLP_BENCH_SOURCE"
     else:
         binary, note = go_binary()
+    if listen and binary is None:
+        raise BridgeError(f"bench: serving on {listen} needs the Go bench source ({note})")
     if binary is not None:
-        command = [str(binary), "-frames", str(frames_path)]
+        command = [str(binary), "-frames", str(frames_path)] + (["-listen", listen] if listen else [])
     else:
         command = [sys.executable, "-m", "hubble_bridge.bench.pysource", str(frames_path)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
