@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from hubble_bridge.sources.files import FileProblem, FileSource
 from hubble_bridge.sources.reader_process import ReaderProcessSource
 from hubble_bridge.telemetry import LogRecord, SpanRecord
 from tests.conftest import flow_files, run_cli
+from tests.test_reader_process import assert_a_killed_child_is_one_clear_error
 
 GetFlowsResponse = observer_pb2.GetFlowsResponse
 DROPPED_ONLY = [{"verdict": ["DROPPED"]}]
@@ -98,14 +98,7 @@ def test_a_killed_file_reader_is_one_clear_error(mixed_file: Path, tmp_path: Pat
     big = tmp_path / "big.jsonl"
     big.write_bytes(mixed_file.read_bytes() * 20)
     source = ReaderProcessSource(SourceConfig(files=[str(big)]))
-    batches = source.batches()
-    next(batches)
-    os.kill(source._process.pid, signal.SIGKILL)
-    with pytest.raises(
-        BridgeError, match=r"reader process for file:.*big\.jsonl exited \(killed by signal 9\)"
-    ):
-        for _ in batches:
-            pass
+    assert_a_killed_child_is_one_clear_error(source, r"file:.*big\.jsonl")
 
 
 @pytest.mark.parametrize(

@@ -78,16 +78,19 @@ def test_close_stops_the_child_and_ends_iteration_quietly(relay: CliProcess) -> 
     assert not source.connected.is_set()
 
 
-def test_a_killed_reader_process_is_one_clear_error(relay: CliProcess) -> None:
-    source = ReaderProcessSource(SourceConfig(relay=relay.address, number=FLOWS))  # type: ignore[attr-defined]
+def assert_a_killed_child_is_one_clear_error(source: ReaderProcessSource, where: str) -> None:
+    """Kill the child after its first batch: the next read raises one line naming the source."""
     batches = source.batches()
     next(batches)
     os.kill(source._process.pid, signal.SIGKILL)
-    with pytest.raises(
-        BridgeError, match=r"reader process for 127\.0\.0\.1:\d+ exited \(killed by signal 9\)"
-    ):
+    with pytest.raises(BridgeError, match=rf"reader process for {where} exited \(killed by signal 9\)"):
         for _ in batches:
             pass
+
+
+def test_a_killed_reader_process_is_one_clear_error(relay: CliProcess) -> None:
+    source = ReaderProcessSource(SourceConfig(relay=relay.address, number=FLOWS))  # type: ignore[attr-defined]
+    assert_a_killed_child_is_one_clear_error(source, r"127\.0\.0\.1:\d+")
 
 
 def test_a_bad_filter_is_reported_from_the_child_in_one_line(relay: CliProcess) -> None:
