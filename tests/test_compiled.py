@@ -48,6 +48,11 @@ def compiled_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tree
 
 
+# The module's fixture compiles 31 modules (its setup counts toward the first test's timeout): ~1 min on
+# two quiet cores, over 5 min on two shared with other builds.
+pytestmark = pytest.mark.timeout(1200)
+
+
 def test_a_regular_build_compiles_every_hot_module(compiled_tree: Path) -> None:
     code = "from hubble_bridge.compiled import compiled_modules; print(*compiled_modules())"
     listed = _python(compiled_tree, "-c", code)
