@@ -239,8 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--reader-process",
         choices=("auto", "on", "off"),
-        help="with --relay: read the stream in a child process, mapping on another core "
-        "(default auto: on with 2+ CPUs)",
+        help="with --relay, or --file without --follow: read the stream (parse the files) in a child "
+        "process, mapping on another core (default auto: on with 2+ CPUs)",
     )
     p.add_argument(
         "--allow", action="append", metavar="JSON", help="FlowFilter (protojson) to include; OR-ed"

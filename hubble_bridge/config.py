@@ -40,8 +40,8 @@ class SourceConfig:
     since: str = ""  # RFC 3339 time or a duration like "5m" (relay only)
     first: int = 0  # relay: the oldest N flows in Relay's buffer, then stop
     number: int = 0  # relay: the last N flows, then follow
-    # relay: read the stream in a child process, so reading and mapping run on two cores. "auto": when
-    # this process may use two or more CPUs.
+    # relay, and files read once: read the stream (parse the files) in a child process, so reading and
+    # mapping run on two cores. "auto": when this process may use two or more CPUs.
     reader_process: Literal["auto", "on", "off"] = "auto"
 
 
