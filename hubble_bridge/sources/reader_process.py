@@ -99,7 +99,7 @@ class ReaderProcessSource:
             yield from batch
 
     def batches(self) -> Iterator[list[bytes]]:
-        # A new interpreter (forking a process with gRPC threads is unsafe) running this module, not
+        # A new interpreter (forking a process with gRPC threads is unsafe) running _main, not
         # multiprocessing's spawn: that would also re-import the parent's __main__ (the bridge command,
         # or the bench: 0.1-0.3 s of CPU) and start a resource tracker process.
         batch_read, batch_write = os.pipe()
@@ -112,11 +112,14 @@ class ReaderProcessSource:
                     os.close(fd)
                 return
             self._stop = Connection(stop_write, readable=False)
-            # -P as this process was started: a source tree in the working directory must not shadow
-            # the installed (compiled) package.
-            flags = ["-P"] if sys.flags.safe_path else []
+            # The child imports from this process's sys.path, as multiprocessing does: a source tree in
+            # the working directory must not shadow the installed (compiled) package, nor the reverse.
+            start = (
+                f"import sys; sys.path[:] = {sys.path!r}; "
+                f"from {__name__} import _main; sys.exit(_main(sys.argv[1:]))"
+            )
             self._process = subprocess.Popen(
-                [sys.executable, *flags, "-m", __name__, str(batch_write), str(stop_read)],
+                [sys.executable, "-c", start, str(batch_write), str(stop_read)],
                 stdin=subprocess.PIPE,
                 pass_fds=(batch_write, stop_read),
             )
@@ -376,7 +379,7 @@ def _read_and_send(conn: Connection, stop: Connection, config: Spec, log_level: 
 
 
 def _main(argv: list[str]) -> int:
-    """`python -m hubble_bridge.sources.reader_process BATCH_FD STOP_FD`, what to read pickled on stdin."""
+    """The child's entry: argv is BATCH_FD STOP_FD; what to read comes pickled on stdin."""
     conn = Connection(int(argv[0]), readable=False)
     stop = Connection(int(argv[1]), writable=False)
     try:
@@ -385,7 +388,3 @@ def _main(argv: list[str]) -> int:
         return 1
     _child_main(conn, stop, spec, log_level)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
