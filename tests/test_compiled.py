@@ -22,6 +22,9 @@ from tests.conftest import flow_files
 
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN = REPO / "tests" / "compiled_golden.py"
+# Building 28 extensions takes a few minutes on two busy cores: more than the suite's 300 s per test,
+# which the build's own subprocess timeout (900 s) already bounds.
+pytestmark = pytest.mark.timeout(1200)
 
 
 def _python(tree: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -46,11 +49,6 @@ def compiled_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     built = _python(tree, "setup.py", "-q", "build_ext", "--inplace", timeout=900)
     assert built.returncode == 0, built.stderr[-3000:]
     return tree
-
-
-# The module's fixture compiles 31 modules (its setup counts toward the first test's timeout): ~1 min on
-# two quiet cores, over 5 min on two shared with other builds.
-pytestmark = pytest.mark.timeout(1200)
 
 
 def test_a_regular_build_compiles_every_hot_module(compiled_tree: Path) -> None:

@@ -16,19 +16,17 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
-from google.protobuf.message import DecodeError
 from tenacity import wait_exponential_jitter
 
 from hubble_bridge.api import observer_pb2
 from hubble_bridge.errors import BridgeError, ConfigError
 from hubble_bridge.filters import filters_from_json
 from hubble_bridge.flows.codec import event_time_ns
-from hubble_bridge.sources.relay import RelayClient, build_request
+from hubble_bridge.sources.relay import RelayClient, build_request, lenient_decode
 
 log = logging.getLogger(__name__)
 
 GetFlowsResponse = observer_pb2.GetFlowsResponse
-_decode = GetFlowsResponse.FromString
 DEDUPE_WINDOW_NS = 5_000_000_000
 FUTURE_LIMIT_NS = 3600 * 1_000_000_000  # Relay merges node streams in time order within a small window
 
@@ -133,16 +131,10 @@ class ResilientRelaySource:
                 try:
                     for response in stream:
                         attempt = 0
-                        if raw:
-                            # Inline rather than through relay.lenient_decode: a call per event into
-                            # that uncompiled module.
-                            try:
-                                event = _decode(response)  # type: ignore[arg-type]
-                            except DecodeError:  # e.g. invalid UTF-8: skipped and counted
-                                self.invalid_messages += 1
-                                continue
-                        else:
-                            event = response
+                        event = lenient_decode(response) if raw else response  # type: ignore[arg-type]
+                        if event is None:
+                            self.invalid_messages += 1
+                            continue
                         if self._seen(event):  # type: ignore[arg-type]
                             self.duplicates += 1
                             continue
