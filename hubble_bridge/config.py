@@ -168,8 +168,16 @@ def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
                 export[key] = float(environ[var]) / 1000.0
             except ValueError:
                 errors.append(f"{var}: expected milliseconds, got {environ[var]!r}")
+    for signal in ("traces", "metrics", "logs"):
+        var = f"OTEL_{signal.upper()}_EXPORTER"
+        chosen = _exporter_choice(var, environ.get(var, ""), errors)
+        if chosen is not None:
+            export[signal] = chosen
     if export:
         layer["export"] = export
+    aggregation = environ.get("OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION", "").strip().lower()
+    if aggregation:
+        layer["metrics"] = {"histogram_aggregation": aggregation}  # MetricsConfig.validate checks the value
     if environ.get("HUBBLE_OTLP_RELAY"):
         layer["source"] = {"relay": environ["HUBBLE_OTLP_RELAY"]}
     if environ.get("HUBBLE_OTLP_CLUSTER_NAME"):
@@ -177,6 +185,30 @@ def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
     if errors:
         raise ConfigError("invalid environment: " + "; ".join(errors))
     return layer
+
+
+def _exporter_choice(var: str, raw: str, errors: list[str]) -> bool | None:
+    """OTEL_<SIGNAL>_EXPORTER: `otlp` exports the signal, `none` turns it off; unset leaves it as it is.
+
+    The bridge's outputs (OTLP, the OTLP/JSON file, the Prometheus endpoint) serve every signal alike,
+    so an exporter the specification names but that would be a per-signal output is refused with the
+    setting that does the same, rather than silently ignored.
+    """
+    names = [n.strip().lower() for n in raw.split(",") if n.strip()]
+    if not names:
+        return None
+    alternatives = {
+        "console": "use output_file: - (--output-file -) for OTLP/JSON lines of every signal on stdout",
+        "prometheus": "use metrics_listen (--metrics-listen host:port) for a Prometheus endpoint",
+    }
+    for name in names:
+        if name in alternatives:
+            errors.append(f"{var}: {name!r} is not supported per signal; {alternatives[name]}")
+        elif name not in ("otlp", "none"):
+            errors.append(f"{var}: {name!r} is not an exporter the bridge has (use otlp or none)")
+    if "none" in names and len(names) > 1:
+        errors.append(f"{var}: none cannot be combined with other exporters")
+    return names != ["none"]
 
 
 def load_config(

@@ -25,6 +25,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exp
 from hubble_bridge import __version__
 from hubble_bridge.sinks.otlp_config import SIGNALS, OtlpConfig, Signal, SignalSettings
 from hubble_bridge.sinks.otlp_encode import ExportRequest, count_items, encode_metrics, signal_of
+from hubble_bridge.sinks.otlp_temporality import DeltaConverter
 from hubble_bridge.sinks.otlp_transport import (
     ExportError,
     GrpcTransport,
@@ -87,6 +88,7 @@ class OtlpExporter:
         self._stats = {signal: SignalStats() for signal in SIGNALS}
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        self._temporality = DeltaConverter(config.metrics_temporality)
 
     def _transport(self, settings: SignalSettings) -> Transport:
         if settings.protocol == "http/protobuf":
@@ -102,7 +104,11 @@ class OtlpExporter:
         return self._export("traces", traces_bytes(spans, scope_version=self._scope_version), len(spans))
 
     def export_metrics(self, snapshots: Sequence[MetricsSnapshot]) -> bool:
-        return self.export_request(encode_metrics(snapshots, scope_version=self._scope_version))
+        converted, pending = self._temporality.convert(snapshots)
+        ok = self.export_request(encode_metrics(converted, scope_version=self._scope_version))
+        if ok:
+            self._temporality.commit(pending)  # deltas start from what the backend accepted
+        return ok
 
     def export_logs(self, logs: Sequence[LogRecord]) -> bool:
         if not logs:
