@@ -173,11 +173,16 @@ def proxy_for(url: str, environ: Mapping[str, str] | None = None) -> SplitResult
     environ = os.environ if environ is None else environ
     proxies: dict[str, str] = {}
     for name, value in environ.items():
-        lower = name.lower()
-        if value and lower.endswith("_proxy") and (name == lower or lower not in environ):
-            proxies[lower.removesuffix("_proxy")] = value
+        if value and name.lower().endswith("_proxy"):
+            proxies[name.lower().removesuffix("_proxy")] = value
     if "REQUEST_METHOD" in environ:  # httpoxy: a CGI request's Proxy: header arrives as HTTP_PROXY
         proxies.pop("http", None)
+    for name, value in environ.items():  # then lower-case names win, an empty one turning a proxy off
+        if name.endswith("_proxy"):
+            if value:
+                proxies[name.lower().removesuffix("_proxy")] = value
+            else:
+                proxies.pop(name.lower().removesuffix("_proxy"), None)
     parts = urlsplit(url)
     proxy = proxies.get(parts.scheme)
     if not proxy or bypass_proxy(parts.hostname or "", parts.port, proxies.get("no", "")):
