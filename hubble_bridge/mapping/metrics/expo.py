@@ -66,6 +66,7 @@ class ExponentialAccumulator:
             if change:
                 self._downscale(change)
                 index >>= change
+                side = self.positive if value > 0 else self.negative  # _downscale made new dicts
         side[index] = side.get(index, 0) + 1
 
     def _downscale(self, change: int) -> None:

@@ -1,0 +1,437 @@
+"""The specification's exporter settings, end to end: a `hubble-otlp bridge` process, configured only
+through OTEL_* (and proxy) variables, exporting to the tests' OTLP receiver, decoded with
+opentelemetry-proto. Each test is a row of the table in docs/configuration.md.
+
+Specification: opentelemetry.io, "SDK environment variables", "OTLP Exporter Configuration",
+"Metrics exporter" (temporality preference), the metrics SDK's base-2 exponential histogram
+aggregation (max_size 160, max_scale 20).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.proto.metrics.v1 import metrics_pb2
+
+from hubble_bridge.sinks.otlp_wire import SCOPE_NAME
+from tests.certs import make_pki
+from tests.conftest import run_cli
+from tests.otlp_receiver import OtlpReceiver, ServerTls, attrs
+from tests.procs import REPO, CliProcess, free_port
+
+DELTA = metrics_pb2.AGGREGATION_TEMPORALITY_DELTA
+CUMULATIVE = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
+FAST = {"OTEL_METRIC_EXPORT_INTERVAL": "200", "OTEL_BSP_SCHEDULE_DELAY": "200"}
+EXPONENTIAL = {
+    "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION": "base2_exponential_bucket_histogram"
+}
+SELF = "hubble_otlp."
+DURATION = "hubble.http_request_duration"
+
+
+@pytest.fixture(scope="module")
+def halves(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], list[str]]:
+    """Generated flows (HTTP with latencies among them) in two halves, to be written one after the other."""
+    out = tmp_path_factory.mktemp("flows") / "generated.jsonl"
+    result = run_cli("generate", "--count", "1500", "--seed", "15", "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    lines = out.read_text().splitlines(keepends=True)
+    return lines[:700], lines[700:]
+
+
+def metrics_of(receiver: OtlpReceiver) -> Iterator[Any]:
+    for received in receiver.requests("metrics"):
+        for rm in received.request.resource_metrics:
+            for sm in rm.scope_metrics:
+                assert sm.scope.name == SCOPE_NAME
+                yield from sm.metrics
+
+
+def series_key(point: Any) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((k, str(v)) for k, v in attrs(point.attributes).items()))
+
+
+def exp_counts(point: Any, scale: int) -> dict[int, int]:
+    """An exponential point's positive buckets at a coarser `scale`: index i -> i >> (point.scale - scale)."""
+    out: dict[int, int] = defaultdict(int)
+    for i, count in enumerate(point.positive.bucket_counts):
+        out[(point.positive.offset + i) >> (point.scale - scale)] += count
+    return out
+
+
+def totals(receiver: OtlpReceiver) -> dict[tuple[str, tuple[Any, ...]], dict[str, Any]]:
+    """What a backend holds per series after every request: the newest cumulative point, or the sum of
+    every delta point. Exponential buckets are re-aggregated at the lowest scale seen (independently of
+    the bridge's code)."""
+    out: dict[tuple[str, tuple[Any, ...]], dict[str, Any]] = {}
+    for metric in metrics_of(receiver):
+        kind = metric.WhichOneof("data")
+        if kind == "gauge" or metric.name.startswith(SELF):
+            continue
+        data = getattr(metric, kind)
+        for p in data.data_points:
+            key = (metric.name, series_key(p))
+            have = out.get(key)
+            if data.aggregation_temporality == CUMULATIVE or have is None:
+                have = out[key] = {
+                    "value": 0,
+                    "count": 0,
+                    "sum": 0.0,
+                    "buckets": None,
+                    "zero": 0,
+                    "scale": 99,
+                }
+            if kind == "sum":
+                have["value"] += p.as_int
+            elif kind == "histogram":
+                have["count"] += p.count
+                have["sum"] += p.sum
+                have["buckets"] = [
+                    a + b
+                    for a, b in zip(
+                        have["buckets"] or [0] * len(p.bucket_counts), p.bucket_counts, strict=True
+                    )
+                ]
+            else:
+                have["count"] += p.count
+                have["sum"] += p.sum
+                have["zero"] += p.zero_count
+                scale = min(have["scale"], p.scale)
+                merged: dict[int, int] = defaultdict(int)
+                for i, c in (have["buckets"] or {}).items():
+                    merged[i >> (have["scale"] - scale)] += c
+                for i, c in exp_counts(p, scale).items():
+                    merged[i] += c
+                have["buckets"], have["scale"] = dict(merged), scale
+    return out
+
+
+def rounded(series: dict[Any, dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+    """Sums of float observations added in another order differ in the last bits."""
+    return {key: {**t, "sum": round(t["sum"], 9)} for key, t in series.items()}
+
+
+def flows_total(receiver: OtlpReceiver) -> int:
+    return sum(t["value"] for (name, _), t in totals(receiver).items() if name == "hubble.flows_processed")
+
+
+def run_two_intervals(
+    tmp_path: Path, halves: tuple[list[str], list[str]], env: dict[str, str], metrics_listen: str = ""
+) -> tuple[OtlpReceiver, str]:
+    """The bridge follows a file written in two halves, so at least two metric intervals carry data."""
+    flows = tmp_path / "flows.jsonl"
+    flows.write_text("".join(halves[0]))
+    extra = ["--metrics-listen", metrics_listen] if metrics_listen else []
+    receiver = OtlpReceiver().start()
+    scraped = ""
+    try:
+        bridge = CliProcess(
+            "bridge", "--file", str(flows), "--follow", "--otlp-endpoint", receiver.grpc_endpoint,
+            "--otlp-insecure", *extra, env={**FAST, **env},
+        )  # fmt: skip
+        with bridge:
+            first = len(halves[0])
+            assert receiver.wait_for(lambda: flows_total(receiver) == first, 60), bridge.output
+            with flows.open("a") as f:
+                f.write("".join(halves[1]))
+            everything = first + len(halves[1])
+            assert receiver.wait_for(lambda: flows_total(receiver) == everything, 60), bridge.output
+            if metrics_listen:
+                scraped = (
+                    urllib.request.urlopen(f"http://{metrics_listen}/metrics", timeout=10).read().decode()
+                )
+            assert bridge.stop(signal.SIGTERM) == 0, bridge.output
+            assert "Traceback" not in bridge.output
+    finally:
+        receiver.stop()
+    return receiver, scraped
+
+
+def test_delta_totals_equal_the_cumulative_run(tmp_path: Path, halves: tuple[list[str], list[str]]) -> None:
+    (tmp_path / "c").mkdir()
+    (tmp_path / "d").mkdir()
+    cumulative, _ = run_two_intervals(tmp_path / "c", halves, {})
+    env = {"OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "DELTA"}  # the value is case-insensitive
+    delta, _ = run_two_intervals(tmp_path / "d", halves, env)
+    expected, got = rounded(totals(cumulative)), rounded(totals(delta))
+    assert expected == got
+    assert any(name == DURATION for name, _ in expected), "the flows must exercise a histogram"
+    kinds = {
+        m.name: getattr(m, m.WhichOneof("data")).aggregation_temporality
+        for m in metrics_of(delta)
+        if m.WhichOneof("data") != "gauge"
+    }
+    assert kinds and all(t == DELTA for t in kinds.values()), kinds  # self-metrics (observed counters) too
+    # Each delta point covers its own interval: it starts where the previous export of the series ended.
+    windows: dict[Any, list[tuple[int, int]]] = defaultdict(list)
+    for metric in metrics_of(delta):
+        if metric.WhichOneof("data") in ("sum", "histogram"):
+            for p in getattr(metric, metric.WhichOneof("data")).data_points:
+                windows[(metric.name, series_key(p))].append((p.start_time_unix_nano, p.time_unix_nano))
+    assert any(len(w) > 1 for w in windows.values())
+    for w in windows.values():
+        assert all(start < end for start, end in w)
+        assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(w)), w
+
+
+def test_lowmemory_keeps_observed_counters_cumulative(
+    tmp_path: Path, halves: tuple[list[str], list[str]]
+) -> None:
+    receiver, _ = run_two_intervals(
+        tmp_path, halves, {"OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "lowmemory"}
+    )
+    kinds = {
+        m.name: getattr(m, m.WhichOneof("data")).aggregation_temporality
+        for m in metrics_of(receiver)
+        if m.WhichOneof("data") == "sum"
+    }
+    assert kinds["hubble.flows_processed"] == DELTA
+    assert kinds["hubble_otlp.flows.received"] == CUMULATIVE
+
+
+def test_exponential_histograms_delta_and_prometheus_unchanged(
+    tmp_path: Path, halves: tuple[list[str], list[str]]
+) -> None:
+    (tmp_path / "c").mkdir()
+    (tmp_path / "e").mkdir()
+    explicit, _ = run_two_intervals(tmp_path / "c", halves, {})
+    listen = f"127.0.0.1:{free_port()}"
+    env = {**EXPONENTIAL, "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "delta"}
+    exponential, scraped = run_two_intervals(tmp_path / "e", halves, env, metrics_listen=listen)
+    want, got = totals(explicit), totals(exponential)
+    histograms = [k for k in want if want[k]["buckets"] is not None]
+    assert histograms
+    for key in histograms:
+        bounds = next(
+            m.histogram.data_points[0].explicit_bounds for m in metrics_of(explicit) if m.name == key[0]
+        )
+        w, g = want[key], got[key]
+        assert (g["count"], round(g["sum"], 6)) == (w["count"], round(w["sum"], 6)), key
+        assert g["zero"] + sum(g["buckets"].values()) == g["count"]
+        # Independent check of the buckets: at every explicit bound b, the observations <= b (known
+        # exactly) lie between the exponential buckets wholly below b and those starting below b.
+        base = 2.0 ** (2.0 ** -g["scale"])
+        below = 0
+        for i, bound in enumerate(bounds):
+            below += w["buckets"][i]
+            surely = g["zero"] + sum(c for j, c in g["buckets"].items() if base ** (j + 1) <= bound)
+            maybe = g["zero"] + sum(c for j, c in g["buckets"].items() if base**j < bound)
+            assert surely <= below <= maybe, (key, bound)
+    for metric in metrics_of(exponential):
+        if metric.name == DURATION:
+            assert metric.WhichOneof("data") == "exponential_histogram"
+            for p in metric.exponential_histogram.data_points:
+                assert p.scale <= 20 and len(p.positive.bucket_counts) <= 160
+    # Prometheus stays cumulative with explicit buckets, whatever OTLP gets.
+    assert "hubble_http_request_duration_seconds_bucket{" in scraped and 'le="0.005"' in scraped
+    processed = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in scraped.splitlines()
+        if line.startswith("hubble_flows_processed_total{")
+    )
+    assert processed == sum(map(len, halves))
+
+
+def test_exponential_buckets_of_known_values() -> None:
+    """The first buckets at scale 20 hold what the specification's definition puts there."""
+    from hubble_bridge.mapping.metrics.expo import ExponentialAccumulator, bucket_index
+
+    # Bucket i holds 2**(i / 2**scale) < v <= 2**((i + 1) / 2**scale); powers of two end a bucket exactly.
+    for value in (1.0, 2.0, 0.5, 1e-9, 3.0, 1234.5678, 2.0**-1074, 2.0**1023):
+        for scale in (20, 3, 0, -2):
+            position = math.log2(value) * 2.0**scale  # exact for powers of two
+            index = bucket_index(value, scale)
+            assert index < position + 1e-6 and position <= index + 1 + 1e-6, (value, scale)
+            if position == int(position):  # a bucket boundary: the value is the upper bound of the one below
+                assert index == position - 1, (value, scale)
+    acc = ExponentialAccumulator()
+    for v in (0.001, 0.01, 0.1, 1.0, 10.0, 0.0, 5e-3):
+        acc.record(v)
+    buckets = acc.buckets()
+    assert len(buckets.positive) <= 160 and sum(buckets.positive) == 6 and buckets.zero_count == 1
+    # 0.001 .. 10 spans 2**13.3: 160 buckets fit it from scale 3 (8 per doubling) down
+    assert buckets.scale == 3
+
+
+def _bridge_once(
+    receiver: OtlpReceiver, flows: Path, env: dict[str, str], protocol: str = "grpc"
+) -> subprocess.CompletedProcess[str]:
+    endpoint = receiver.grpc_endpoint if protocol == "grpc" else receiver.http_endpoint
+    return run_cli(
+        "bridge", "--file", str(flows), "--otlp-endpoint", endpoint, "--otlp-protocol", protocol, env=env
+    )
+
+
+@pytest.fixture
+def flows(tmp_path: Path, halves: tuple[list[str], list[str]]) -> Path:
+    path = tmp_path / "flows.jsonl"
+    path.write_text("".join(halves[0]))
+    return path
+
+
+def test_signal_exporter_none_turns_the_signal_off(flows: Path) -> None:
+    with OtlpReceiver() as receiver:
+        result = _bridge_once(receiver, flows, {"OTEL_TRACES_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "otlp"})
+        assert result.returncode == 0, result.stderr
+        assert not receiver.requests("traces")
+        assert receiver.requests("logs") and receiver.requests("metrics")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"OTEL_LOGS_EXPORTER": "console"},
+            "OTEL_LOGS_EXPORTER: 'console' is not supported per signal; use output_file",
+        ),
+        ({"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER: 'zipkin' is not an exporter"),
+        (
+            {"OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "sometimes"},
+            "otlp.metrics_temporality: 'sometimes' is not one of cumulative, delta, lowmemory",
+        ),
+        (
+            {"OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION": "summary"},
+            "histogram_aggregation 'summary' is not one of",
+        ),
+    ],
+)
+def test_bad_values_are_refused_clearly(flows: Path, env: dict[str, str], message: str) -> None:
+    with OtlpReceiver() as receiver:
+        result = _bridge_once(receiver, flows, env)
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+# -- proxies -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def proxy(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """tests/proxy.py as its own process: (its host:port, its request log)."""
+    log = tmp_path / "proxy.log"
+    log.touch()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.proxy", str(log)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        port = proc.stdout.readline().split()[-1]
+        yield f"127.0.0.1:{port}", log
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _no_proxy_env() -> dict[str, str]:
+    """The test run's own proxy variables must not leak into the bridge under test."""
+    return {
+        k: ""
+        for k in (
+            "http_proxy",
+            "https_proxy",
+            "no_proxy",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "NO_PROXY",
+            "grpc_proxy",
+        )
+    }
+
+
+def test_http_proxy_forwards_otlp_http(flows: Path, proxy: tuple[str, Path]) -> None:
+    address, log = proxy
+    with OtlpReceiver() as receiver:
+        env = {
+            **_no_proxy_env(),
+            "HTTP_PROXY": f"http://user:s%40cret@{address}",
+            "NO_PROXY": "example.com,10.0.0.0/8",
+        }
+        result = _bridge_once(receiver, flows, env, protocol="http/protobuf")
+        assert result.returncode == 0, result.stderr
+        assert receiver.requests("metrics") and receiver.requests("traces")
+        port = receiver.http_endpoint.rsplit(":", 1)[1]
+    lines = log.read_text().splitlines()
+    assert f"POST http://127.0.0.1:{port}/v1/metrics HTTP/1.1 proxy-auth" in lines
+    assert "s%40cret" not in result.stderr and "cret" not in result.stderr
+
+
+def test_https_proxy_tunnels_with_connect(flows: Path, proxy: tuple[str, Path], tmp_path: Path) -> None:
+    address, log = proxy
+    pki = make_pki(tmp_path)
+    tls = ServerTls(Path(pki.server_cert).read_bytes(), Path(pki.server_key).read_bytes())
+    with OtlpReceiver(tls) as receiver:
+        env = {
+            **_no_proxy_env(),
+            "https_proxy": f"http://{address}",
+            "OTEL_EXPORTER_OTLP_CERTIFICATE": pki.ca_file,
+        }
+        result = _bridge_once(receiver, flows, env, protocol="http/protobuf")
+        assert result.returncode == 0, result.stderr
+        assert receiver.requests("metrics")
+        port = receiver.http_endpoint.rsplit(":", 1)[1]
+    assert f"CONNECT 127.0.0.1:{port} HTTP/1.0" in log.read_text().splitlines()[0]
+
+
+@pytest.mark.parametrize("no_proxy", ["127.0.0.0/8", "127.0.0.1", "*", "10.1.2.3,127.0.0.1:{port}"])
+def test_no_proxy_bypasses_the_proxy(flows: Path, proxy: tuple[str, Path], no_proxy: str) -> None:
+    address, log = proxy
+    with OtlpReceiver() as receiver:
+        port = receiver.http_endpoint.rsplit(":", 1)[1]
+        env = {**_no_proxy_env(), "HTTP_PROXY": f"http://{address}", "no_proxy": no_proxy.format(port=port)}
+        result = _bridge_once(receiver, flows, env, protocol="http/protobuf")
+        assert result.returncode == 0, result.stderr
+        assert receiver.requests("metrics")
+    assert log.read_text() == ""
+
+
+def test_grpc_honours_its_proxy_variables(flows: Path, proxy: tuple[str, Path]) -> None:
+    """grpcio itself reads grpc_proxy / https_proxy / http_proxy and no_grpc_proxy / no_proxy."""
+    address, log = proxy
+    with OtlpReceiver() as receiver:
+        result = _bridge_once(
+            receiver,
+            flows,
+            {**_no_proxy_env(), "http_proxy": f"http://{address}", "OTEL_EXPORTER_OTLP_INSECURE": "true"},
+        )
+        assert result.returncode == 0, result.stderr
+        assert receiver.requests("metrics")
+        port = receiver.grpc_endpoint.rsplit(":", 1)[1]
+        assert f"CONNECT 127.0.0.1:{port}" in log.read_text()
+        log.write_text("")
+        env = {**_no_proxy_env(), "http_proxy": f"http://{address}", "no_proxy": "127.0.0.0/8"}
+        result = _bridge_once(receiver, flows, env)
+        assert result.returncode == 0, result.stderr
+    assert log.read_text() == ""
+
+
+def test_bypass_rules_match_requests() -> None:
+    from hubble_bridge.sinks.otlp_transport import bypass_proxy, proxy_for
+
+    assert bypass_proxy("a.example.com", 443, "example.com")
+    assert bypass_proxy("a.example.com", 443, ".example.com")
+    assert bypass_proxy("example.com", 443, ".example.com")
+    assert not bypass_proxy("badexample.com", 443, "example.com")
+    assert bypass_proxy("10.2.3.4", 4318, "10.0.0.0/8")
+    assert not bypass_proxy("11.2.3.4", 4318, "10.0.0.0/8")
+    assert bypass_proxy("::1", 4318, "::1/128")
+    assert bypass_proxy("collector", 4318, "collector:4318")
+    assert not bypass_proxy("collector", 4317, "collector:4318")
+    assert bypass_proxy("anything", None, "*")
+    assert not bypass_proxy("collector", 4318, "")
+    # lower case wins; HTTP_PROXY is not trusted inside a CGI request
+    found = proxy_for(
+        "http://c:4318/v1/traces", {"HTTP_PROXY": "http://upper:1", "http_proxy": "http://lower:2"}
+    )
+    assert found is not None and found.hostname == "lower"
+    assert proxy_for("http://c:4318/v1/traces", {"HTTP_PROXY": "http://p:1", "REQUEST_METHOD": "GET"}) is None
+    assert proxy_for("https://c:4318/v1/traces", {"HTTP_PROXY": "http://p:1"}) is None
