@@ -41,6 +41,7 @@ from hubble_bridge.telemetry import LogRecord, MetricsSnapshot, SpanRecord
 __all__ = ["OtlpConfig", "OtlpExporter", "SignalStats"]
 
 log = logging.getLogger(__name__)
+PARTIAL_LOG_INTERVAL_S = 60.0
 _REJECTED_FIELD = {
     "traces": "rejected_spans",
     "metrics": "rejected_data_points",
@@ -89,6 +90,8 @@ class OtlpExporter:
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._temporality = DeltaConverter(config.metrics_temporality)
+        self._partials: dict[Signal, int] = dict.fromkeys(SIGNALS, 0)
+        self._partial_logged: dict[Signal, float] = {}
 
     def _transport(self, settings: SignalSettings) -> Transport:
         if settings.protocol == "http/protobuf":
@@ -200,6 +203,18 @@ class OtlpExporter:
             repeated = error == stats.last_error
             if error:
                 stats.last_error = error
+            if accepted and error:
+                # Partial success: one warning per signal per PARTIAL_LOG_INTERVAL_S, with the backend's
+                # message and how many such responses the interval had (each is counted in the stats).
+                now = time.monotonic()
+                self._partials[signal] += 1
+                repeated = (
+                    now < self._partial_logged.get(signal, -PARTIAL_LOG_INTERVAL_S) + PARTIAL_LOG_INTERVAL_S
+                )
+                if not repeated:
+                    if self._partials[signal] > 1:
+                        error += f" ({self._partials[signal]} partial successes since the last warning)"
+                    self._partial_logged[signal], self._partials[signal] = now, 0
         if error:
             # A collector that is down fails every batch the same way: say so once, not per batch.
             log.log(logging.DEBUG if repeated else logging.WARNING, "OTLP export: %s", error)
