@@ -159,15 +159,25 @@ def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
         if "service.name" in attrs and "service_name" not in layer:
             layer["service_name"] = attrs["service.name"]
     export: dict[str, Any] = {}
-    for var, key in (
-        ("OTEL_BSP_SCHEDULE_DELAY", "flush_interval_s"),
-        ("OTEL_METRIC_EXPORT_INTERVAL", "metric_interval_s"),
+    # Spans and log records share one batcher: where the span (BSP) and log (BLRP) processors' variables
+    # both say something, the smaller value holds for both, so neither signal waits or batches more than
+    # it was told to.
+    for key, variables, scale in (
+        ("flush_interval_s", ("OTEL_BSP_SCHEDULE_DELAY", "OTEL_BLRP_SCHEDULE_DELAY"), 1000.0),
+        ("metric_interval_s", ("OTEL_METRIC_EXPORT_INTERVAL",), 1000.0),
+        ("max_batch", ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE"), 0.0),
     ):
-        if environ.get(var):
+        values = []
+        for var in variables:
+            raw = environ.get(var, "").strip()
+            if not raw:
+                continue
             try:
-                export[key] = float(environ[var]) / 1000.0
+                values.append(float(raw) / scale if scale else int(raw))
             except ValueError:
-                errors.append(f"{var}: expected milliseconds, got {environ[var]!r}")
+                errors.append(f"{var}: expected {'milliseconds' if scale else 'a whole number'}, got {raw!r}")
+        if values:
+            export[key] = min(values)
     for signal in ("traces", "metrics", "logs"):
         var = f"OTEL_{signal.upper()}_EXPORTER"
         chosen = _exporter_choice(var, environ.get(var, ""), errors)

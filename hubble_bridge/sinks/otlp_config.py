@@ -90,6 +90,25 @@ class OtlpConfig:
                 changes[f"{signal}_endpoint"] = values.pop("endpoint")
             if values:
                 changes[signal] = replace(getattr(base, signal), **values)
+        # The batch processors' and the metric reader's export timeouts bound the same export as the
+        # exporter's own timeout: the smaller one holds.
+        for signal, var in _PROCESSOR_TIMEOUTS.items():
+            raw = environ.get(var, "").strip()
+            if not raw:
+                continue
+            try:
+                limit = float(raw) / 1000.0
+            except ValueError:
+                errors.append(f"{var}: expected milliseconds, got {raw!r}")
+                continue
+            if limit <= 0:
+                continue  # 0: no limit of its own
+            over = changes.get(signal, getattr(base, signal))
+            assert isinstance(over, SignalOverrides)
+            general = changes.get("timeout_s", base.timeout_s)
+            current = over.timeout_s if over.timeout_s is not None else general
+            if not isinstance(current, (int, float)) or limit < current:
+                changes[signal] = replace(over, timeout_s=limit)
         temporality = environ.get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "").strip().lower()
         if temporality:
             changes["metrics_temporality"] = temporality
@@ -225,6 +244,13 @@ _ENV_FIELDS = {
     "CLIENT_KEY": "key_file",
     "COMPRESSION": "compression",
     "TIMEOUT": "timeout_s",
+}
+
+
+_PROCESSOR_TIMEOUTS: dict[Signal, str] = {
+    "traces": "OTEL_BSP_EXPORT_TIMEOUT",
+    "metrics": "OTEL_METRIC_EXPORT_TIMEOUT",
+    "logs": "OTEL_BLRP_EXPORT_TIMEOUT",
 }
 
 
