@@ -422,3 +422,184 @@ def test_bypass_rules_match_requests() -> None:
     assert found is not None and found.hostname == "lower"
     assert proxy_for("http://c:4318/v1/traces", {"HTTP_PROXY": "http://p:1", "REQUEST_METHOD": "GET"}) is None
     assert proxy_for("https://c:4318/v1/traces", {"HTTP_PROXY": "http://p:1"}) is None
+
+
+# -- the OTLP exporter variables, one row each, set only through the environment ---------------------
+
+
+def _bridge_env(flows: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`hubble-otlp bridge --file FLOWS`, everything else from `env` (and no proxy of the test run's)."""
+    clean = {
+        k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy") and not k.startswith("OTEL_")
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "hubble_bridge.cli", "bridge", "--file", str(flows)],
+        capture_output=True, text=True, timeout=120, cwd=REPO, env={**clean, **env},
+    )  # fmt: skip
+
+
+def _transports(receiver: OtlpReceiver) -> dict[str, set[str]]:
+    return {
+        signal: {r.transport for r in receiver.requests(signal)} for signal in ("traces", "metrics", "logs")
+    }
+
+
+def test_endpoint_and_protocol(flows: Path) -> None:
+    with OtlpReceiver() as a:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": a.http_endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
+        result = _bridge_env(flows, env)
+        assert result.returncode == 0, result.stderr
+        assert _transports(a) == {"traces": {"http"}, "metrics": {"http"}, "logs": {"http"}}
+
+
+def test_per_signal_endpoint_and_protocol(flows: Path) -> None:
+    with OtlpReceiver() as a, OtlpReceiver() as b, OtlpReceiver() as c:
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": a.grpc_endpoint,
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": b.grpc_endpoint,
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": c.http_endpoint + "/v1/metrics",  # used as is
+            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/protobuf",
+        }
+        result = _bridge_env(flows, env)
+        assert result.returncode == 0, result.stderr
+        assert _transports(a) == {"traces": set(), "metrics": set(), "logs": {"grpc"}}
+        assert _transports(b) == {"traces": {"grpc"}, "metrics": set(), "logs": set()}
+        assert _transports(c) == {"traces": set(), "metrics": {"http"}, "logs": set()}
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_headers_and_per_signal_headers_replace(flows: Path, protocol: str) -> None:
+    with OtlpReceiver() as a:
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": a.grpc_endpoint if protocol == "grpc" else a.http_endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+            "OTEL_EXPORTER_OTLP_HEADERS": "x-tenant=team%20a,x-general=1",
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-traces=2",
+        }
+        result = _bridge_env(flows, env)
+        assert result.returncode == 0, result.stderr
+        for r in a.received:
+            if r.signal == "traces":
+                assert r.headers.get("x-traces") == "2" and "x-general" not in r.headers
+            else:
+                assert (r.headers.get("x-tenant"), r.headers.get("x-general")) == ("team a", "1")
+        assert "team" not in result.stderr  # header values are secrets
+
+
+def test_compression_and_per_signal_compression(flows: Path) -> None:
+    with OtlpReceiver() as a:
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": a.http_endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
+            "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION": "none",
+        }
+        result = _bridge_env(flows, env)
+        assert result.returncode == 0, result.stderr
+        encodings = {(r.signal, r.headers.get("content-encoding")) for r in a.received}
+        assert encodings == {("traces", "gzip"), ("metrics", "gzip"), ("logs", None)}
+
+
+def test_insecure_bare_host_port(flows: Path) -> None:
+    with OtlpReceiver() as a:
+        bare = a.grpc_endpoint.removeprefix("http://")
+        result = _bridge_env(
+            flows, {"OTEL_EXPORTER_OTLP_ENDPOINT": bare, "OTEL_EXPORTER_OTLP_INSECURE": "true"}
+        )
+        assert result.returncode == 0, result.stderr
+        assert a.requests("metrics")
+        # without it, a bare host:port means TLS, which this plaintext receiver cannot speak
+        a.received.clear()
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": bare,
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "500",
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+        }
+        failing = CliProcess("bridge", "--file", str(flows), env=env)
+        with failing:
+            failing.wait_for_line(r"OTLP export: .*(UNAVAILABLE|SSL|handshake)")
+            failing.stop()
+        assert not a.received
+
+
+@pytest.mark.parametrize("per_signal", [False, True])
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_certificates_for_mtls(flows: Path, tmp_path: Path, per_signal: bool, protocol: str) -> None:
+    pki = make_pki(tmp_path)
+    tls = ServerTls(
+        Path(pki.server_cert).read_bytes(), Path(pki.server_key).read_bytes(), Path(pki.ca_file).read_bytes()
+    )
+    with OtlpReceiver(tls) as a:
+        files = {
+            "CERTIFICATE": pki.ca_file,
+            "CLIENT_CERTIFICATE": pki.client_cert,
+            "CLIENT_KEY": pki.client_key,
+        }
+        prefixes = (
+            ["OTEL_EXPORTER_OTLP_" + s + "_" for s in ("TRACES", "METRICS", "LOGS")]
+            if per_signal
+            else ["OTEL_EXPORTER_OTLP_"]
+        )
+        env = {prefix + name: path for prefix in prefixes for name, path in files.items()}
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = a.grpc_endpoint if protocol == "grpc" else a.http_endpoint
+        env["OTEL_EXPORTER_OTLP_PROTOCOL"] = protocol
+        result = _bridge_env(flows, env)
+        assert result.returncode == 0, result.stderr
+        assert all(a.requests(signal) for signal in ("traces", "metrics", "logs"))
+
+
+@pytest.mark.parametrize(
+    "variable",
+    ["OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "OTEL_METRIC_EXPORT_TIMEOUT"],
+)
+def test_timeouts_bound_an_export(flows: Path, variable: str) -> None:
+    with OtlpReceiver() as a:
+        a.stall()
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": a.grpc_endpoint, variable: "300",
+               "OTEL_TRACES_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}  # fmt: skip
+        bridge = CliProcess("bridge", "--file", str(flows), env=env)
+        with bridge:
+            found = bridge.wait_for_line(r"OTLP export: metrics.*(DEADLINE_EXCEEDED|deadline)")
+            assert found, bridge.output
+            a.release()
+            bridge.stop()
+
+
+def test_service_name_and_resource_attributes(flows: Path) -> None:
+    with OtlpReceiver() as a:
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": a.grpc_endpoint,
+            "OTEL_SERVICE_NAME": "bridge-eu1",
+            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test,service.name=ignored",
+        }
+        result = _bridge_env(flows, env)
+        assert result.returncode == 0, result.stderr
+        own = [
+            attrs(rm.resource.attributes)
+            for r in a.requests("metrics")
+            for rm in r.request.resource_metrics
+            if any(m.name.startswith(SELF) for sm in rm.scope_metrics for m in sm.metrics)
+        ]
+        assert own and all(
+            r["service.name"] == "bridge-eu1" and r["deployment.environment"] == "test" for r in own
+        )
+
+
+def test_batch_sizes(flows: Path) -> None:
+    with OtlpReceiver() as a:
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": a.grpc_endpoint,
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "40",
+            "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE": "25",
+        }
+        result = _bridge_env(flows, env)
+        assert result.returncode == 0, result.stderr
+        spans = [
+            sum(len(ss.spans) for rs in r.request.resource_spans for ss in rs.scope_spans)
+            for r in a.requests("traces")
+        ]
+        logs = [
+            sum(len(sl.log_records) for rl in r.request.resource_logs for sl in rl.scope_logs)
+            for r in a.requests("logs")
+        ]
+        assert max(spans) <= 25 and len(spans) > 1 and max(logs) <= 25
