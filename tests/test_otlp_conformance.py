@@ -508,6 +508,11 @@ def test_insecure_bare_host_port(flows: Path) -> None:
         )
         assert result.returncode == 0, result.stderr
         assert a.requests("metrics")
+        a.received.clear()
+        per_signal = {f"OTEL_EXPORTER_OTLP_{s}_INSECURE": "true" for s in ("TRACES", "METRICS", "LOGS")}
+        result = _bridge_env(flows, {"OTEL_EXPORTER_OTLP_ENDPOINT": bare, **per_signal})
+        assert result.returncode == 0, result.stderr
+        assert all(a.requests(signal) for signal in ("traces", "metrics", "logs"))
         # without it, a bare host:port means TLS, which this plaintext receiver cannot speak
         a.received.clear()
         env = {
@@ -549,19 +554,38 @@ def test_certificates_for_mtls(flows: Path, tmp_path: Path, per_signal: bool, pr
 
 
 @pytest.mark.parametrize(
-    "variable",
-    ["OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "OTEL_METRIC_EXPORT_TIMEOUT"],
+    ("variable", "signal"),
+    [
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "metrics"),
+        ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "metrics"),
+        ("OTEL_METRIC_EXPORT_TIMEOUT", "metrics"),
+        ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "traces"),
+        ("OTEL_BSP_EXPORT_TIMEOUT", "traces"),
+        ("OTEL_BLRP_EXPORT_TIMEOUT", "logs"),
+    ],
 )
-def test_timeouts_bound_an_export(flows: Path, variable: str) -> None:
+def test_timeouts_bound_an_export(flows: Path, variable: str, signal: str) -> None:
     with OtlpReceiver() as a:
         a.stall()
-        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": a.grpc_endpoint, variable: "300",
-               "OTEL_TRACES_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}  # fmt: skip
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": a.grpc_endpoint, variable: "300"}
+        others = [other for other in ("traces", "metrics", "logs") if other != signal]
+        env.update({f"OTEL_{other.upper()}_EXPORTER": "none" for other in others})
         bridge = CliProcess("bridge", "--file", str(flows), env=env)
         with bridge:
-            found = bridge.wait_for_line(r"OTLP export: metrics.*(DEADLINE_EXCEEDED|deadline)")
-            assert found, bridge.output
+            bridge.wait_for_line(rf"OTLP export: {signal}.*(DEADLINE_EXCEEDED|deadline)")
             a.release()
+            bridge.stop()
+
+
+def test_log_schedule_delay_shortens_the_shared_flush(flows: Path) -> None:
+    """Spans are held for ten minutes; the log processor's 100 ms holds for both, so both arrive now."""
+    with OtlpReceiver() as a:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": a.grpc_endpoint, "OTEL_BSP_SCHEDULE_DELAY": "600000",
+               "OTEL_BLRP_SCHEDULE_DELAY": "100"}  # fmt: skip
+        with CliProcess("bridge", "--file", str(flows), "--follow", env=env) as bridge:
+            arrived = a.wait_for(lambda: bool(a.requests("logs") and a.requests("traces")), 60)
+            assert arrived, bridge.output
+            assert bridge.proc.poll() is None  # still running: not the flush at shutdown
             bridge.stop()
 
 
