@@ -438,6 +438,12 @@ def _bridge_env(flows: Path, env: dict[str, str]) -> subprocess.CompletedProcess
     )  # fmt: skip
 
 
+def _bridge_ok(flows: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    result = _bridge_env(flows, env)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 def _transports(receiver: OtlpReceiver) -> dict[str, set[str]]:
     return {
         signal: {r.transport for r in receiver.requests(signal)} for signal in ("traces", "metrics", "logs")
@@ -447,8 +453,7 @@ def _transports(receiver: OtlpReceiver) -> dict[str, set[str]]:
 def test_endpoint_and_protocol(flows: Path) -> None:
     with OtlpReceiver() as a:
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": a.http_endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
-        result = _bridge_env(flows, env)
-        assert result.returncode == 0, result.stderr
+        _bridge_ok(flows, env)
         assert _transports(a) == {"traces": {"http"}, "metrics": {"http"}, "logs": {"http"}}
 
 
@@ -460,8 +465,7 @@ def test_per_signal_endpoint_and_protocol(flows: Path) -> None:
             "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": c.http_endpoint + "/v1/metrics",  # used as is
             "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/protobuf",
         }
-        result = _bridge_env(flows, env)
-        assert result.returncode == 0, result.stderr
+        _bridge_ok(flows, env)
         assert _transports(a) == {"traces": set(), "metrics": set(), "logs": {"grpc"}}
         assert _transports(b) == {"traces": {"grpc"}, "metrics": set(), "logs": set()}
         assert _transports(c) == {"traces": set(), "metrics": {"http"}, "logs": set()}
@@ -476,8 +480,7 @@ def test_headers_and_per_signal_headers_replace(flows: Path, protocol: str) -> N
             "OTEL_EXPORTER_OTLP_HEADERS": "x-tenant=team%20a,x-general=1",
             "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-traces=2",
         }
-        result = _bridge_env(flows, env)
-        assert result.returncode == 0, result.stderr
+        result = _bridge_ok(flows, env)
         for r in a.received:
             if r.signal == "traces":
                 assert r.headers.get("x-traces") == "2" and "x-general" not in r.headers
@@ -494,8 +497,7 @@ def test_compression_and_per_signal_compression(flows: Path) -> None:
             "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
             "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION": "none",
         }
-        result = _bridge_env(flows, env)
-        assert result.returncode == 0, result.stderr
+        _bridge_ok(flows, env)
         encodings = {(r.signal, r.headers.get("content-encoding")) for r in a.received}
         assert encodings == {("traces", "gzip"), ("metrics", "gzip"), ("logs", None)}
 
@@ -548,8 +550,7 @@ def test_certificates_for_mtls(flows: Path, tmp_path: Path, per_signal: bool, pr
         env = {prefix + name: path for prefix in prefixes for name, path in files.items()}
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = a.grpc_endpoint if protocol == "grpc" else a.http_endpoint
         env["OTEL_EXPORTER_OTLP_PROTOCOL"] = protocol
-        result = _bridge_env(flows, env)
-        assert result.returncode == 0, result.stderr
+        _bridge_ok(flows, env)
         assert all(a.requests(signal) for signal in ("traces", "metrics", "logs"))
 
 
@@ -596,8 +597,7 @@ def test_service_name_and_resource_attributes(flows: Path) -> None:
             "OTEL_SERVICE_NAME": "bridge-eu1",
             "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test,service.name=ignored",
         }
-        result = _bridge_env(flows, env)
-        assert result.returncode == 0, result.stderr
+        _bridge_ok(flows, env)
         own = [
             attrs(rm.resource.attributes)
             for r in a.requests("metrics")
@@ -616,8 +616,7 @@ def test_batch_sizes(flows: Path) -> None:
             "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "40",
             "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE": "25",
         }
-        result = _bridge_env(flows, env)
-        assert result.returncode == 0, result.stderr
+        _bridge_ok(flows, env)
         spans = [
             sum(len(ss.spans) for rs in r.request.resource_spans for ss in rs.scope_spans)
             for r in a.requests("traces")

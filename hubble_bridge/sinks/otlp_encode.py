@@ -158,24 +158,28 @@ def _histogram_point(
     point: HistogramPoint, bounds: Sequence[float], start_ns: int, time_ns: int
 ) -> metrics_pb2.HistogramDataPoint:
     return metrics_pb2.HistogramDataPoint(
-        attributes=key_values(point.attributes),
-        start_time_unix_nano=start_ns,
-        time_unix_nano=time_ns,
-        count=point.count,
-        sum=point.sum,
+        **_histogram_fields(point, start_ns, time_ns),
         bucket_counts=point.bucket_counts,
         explicit_bounds=bounds,
-        exemplars=_exemplars(point),
     )
 
 
-def _exemplars(point: HistogramPoint) -> list[metrics_pb2.Exemplar]:
-    return [
+def _histogram_fields(point: HistogramPoint, start_ns: int, time_ns: int) -> dict[str, Any]:
+    """The fields explicit and exponential histogram points share."""
+    exemplars = [
         metrics_pb2.Exemplar(
             time_unix_nano=e.time_ns, as_double=e.value, trace_id=e.trace_id, span_id=e.span_id
         )
         for e in point.exemplars
     ]
+    return {
+        "attributes": key_values(point.attributes),
+        "start_time_unix_nano": start_ns,
+        "time_unix_nano": time_ns,
+        "count": point.count,
+        "sum": point.sum,
+        "exemplars": exemplars,
+    }
 
 
 def _exponential_point(
@@ -184,14 +188,7 @@ def _exponential_point(
     buckets = point.exponential
     assert buckets is not None
     out = metrics_pb2.ExponentialHistogramDataPoint(
-        attributes=key_values(point.attributes),
-        start_time_unix_nano=start_ns,
-        time_unix_nano=time_ns,
-        count=point.count,
-        sum=point.sum,
-        scale=buckets.scale,
-        zero_count=buckets.zero_count,
-        exemplars=_exemplars(point),
+        **_histogram_fields(point, start_ns, time_ns), scale=buckets.scale, zero_count=buckets.zero_count
     )
     out.positive.offset, out.positive.bucket_counts[:] = buckets.positive_offset, buckets.positive
     out.negative.offset, out.negative.bucket_counts[:] = buckets.negative_offset, buckets.negative
