@@ -173,9 +173,13 @@ def test_delta_totals_equal_the_cumulative_run(tmp_path: Path, halves: tuple[lis
         if m.WhichOneof("data") != "gauge"
     }
     assert kinds and all(t == DELTA for t in kinds.values()), kinds  # self-metrics (observed counters) too
-    # Each delta point covers its own interval: it starts where the previous export of the series ended.
+    assert_disjoint_windows(delta)
+
+
+def assert_disjoint_windows(receiver: OtlpReceiver) -> None:
+    """Each delta point covers its own interval: it starts no earlier than the series' previous one ended."""
     windows: dict[Any, list[tuple[int, int]]] = defaultdict(list)
-    for metric in metrics_of(delta):
+    for metric in metrics_of(receiver):
         if metric.WhichOneof("data") in ("sum", "histogram"):
             for p in getattr(metric, metric.WhichOneof("data")).data_points:
                 windows[(metric.name, series_key(p))].append((p.start_time_unix_nano, p.time_unix_nano))
@@ -183,6 +187,27 @@ def test_delta_totals_equal_the_cumulative_run(tmp_path: Path, halves: tuple[lis
     for w in windows.values():
         assert all(start < end for start, end in w)
         assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(w)), w
+
+
+def test_delta_across_a_restart_counts_nothing_twice(
+    tmp_path: Path, halves: tuple[list[str], list[str]]
+) -> None:
+    """Two bridge processes one after the other (each half a file): the second one's deltas start at its
+    own start, after the first one's last point, and the totals equal one cumulative run over both."""
+    (tmp_path / "c").mkdir()
+    cumulative, _ = run_two_intervals(tmp_path / "c", halves, {})
+    with OtlpReceiver() as delta:
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": delta.grpc_endpoint,
+            "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "delta",
+        }
+        for i, half in enumerate(halves):
+            part = tmp_path / f"part{i}.jsonl"
+            part.write_text("".join(half))
+            _bridge_ok(part, env)
+        assert rounded(totals(delta)) == rounded(totals(cumulative))
+        assert len(delta.requests("metrics")) >= 2
+        assert_disjoint_windows(delta)
 
 
 def test_lowmemory_keeps_observed_counters_cumulative(
