@@ -54,19 +54,29 @@ class ExponentialAccumulator:
         self.negative: dict[int, int] = {}
 
     def record(self, value: float) -> None:
-        if value == 0:
-            self.zero_count += 1
+        if value > 0:
+            side = self.positive
+        elif value < 0:
+            side = self.negative
+            value = -value
+        else:
+            if value == 0:
+                self.zero_count += 1
+            return  # NaN: the explicit buckets and the sum keep it; no exponential bucket can
+        if value == math.inf:
             return
-        if not math.isfinite(value):
-            return  # the explicit buckets and the sum keep it; no exponential bucket can
-        side = self.positive if value > 0 else self.negative
-        index = bucket_index(abs(value), self.scale)
-        if index not in side and side:
+        index = bucket_index(value, self.scale)
+        count = side.get(index)
+        if count is not None:  # the usual case, once a series has seen its range
+            side[index] = count + 1
+            return
+        if side:
             change = _change_for(min(index, min(side)), max(index, max(side)), self.max_size)
             if change:
-                self._downscale(change)
+                positive = side is self.positive
+                self._downscale(change)  # makes new dicts
                 index >>= change
-                side = self.positive if value > 0 else self.negative  # _downscale made new dicts
+                side = self.positive if positive else self.negative
         side[index] = side.get(index, 0) + 1
 
     def _downscale(self, change: int) -> None:
