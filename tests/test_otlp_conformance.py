@@ -309,6 +309,31 @@ def flows(tmp_path: Path, halves: tuple[list[str], list[str]]) -> Path:
     return path
 
 
+def test_signal_exporters_console_prometheus_and_otlp_per_signal(flows: Path) -> None:
+    """Traces to the console only, metrics over OTLP and to a Prometheus endpoint, logs to both."""
+    port = free_port()
+    with OtlpReceiver() as receiver:
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.grpc_endpoint,
+            "OTEL_TRACES_EXPORTER": "console",
+            "OTEL_METRICS_EXPORTER": "otlp,prometheus",
+            "OTEL_LOGS_EXPORTER": "otlp, console",
+            "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+            "OTEL_EXPORTER_PROMETHEUS_PORT": str(port),
+        }
+        with CliProcess("bridge", "--file", str(flows), "--follow", env=env) as bridge:
+            bridge.wait_for_line(r'^\{"resourceSpans"')
+            bridge.wait_for_line(r'^\{"resourceLogs"')
+            assert receiver.wait_for(
+                lambda: bool(receiver.requests("metrics") and receiver.requests("logs")), 60
+            )
+            scraped = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+            assert "hubble_flows_processed_total{" in scraped
+            assert bridge.stop() == 0
+        assert not receiver.requests("traces")
+        assert not any(line.startswith('{"resourceMetrics"') for line in bridge.lines)
+
+
 def test_signal_exporter_none_turns_the_signal_off(flows: Path) -> None:
     with OtlpReceiver() as receiver:
         result = _bridge_once(receiver, flows, {"OTEL_TRACES_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "otlp"})
@@ -321,8 +346,13 @@ def test_signal_exporter_none_turns_the_signal_off(flows: Path) -> None:
     ("env", "message"),
     [
         (
-            {"OTEL_LOGS_EXPORTER": "console"},
-            "OTEL_LOGS_EXPORTER: 'console' is not supported per signal; use output_file",
+            {"OTEL_LOGS_EXPORTER": "prometheus"},
+            "OTEL_LOGS_EXPORTER: 'prometheus' is not an exporter the bridge has (use otlp, console, none)",
+        ),
+        ({"OTEL_METRICS_EXPORTER": "none,otlp"}, "OTEL_METRICS_EXPORTER: none cannot be combined"),
+        (
+            {"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_EXPORTER_PROMETHEUS_PORT": "http"},
+            "expected a port number",
         ),
         ({"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER: 'zipkin' is not an exporter"),
         (
