@@ -681,3 +681,20 @@ def test_batch_sizes(flows: Path) -> None:
             for r in a.requests("logs")
         ]
         assert max(spans) <= 25 and len(spans) > 1 and max(logs) <= 25
+
+
+@pytest.mark.parametrize(
+    ("no_proxy", "proxied"), [(".localhost", False), ("localhost", False), ("calhost", True)]
+)
+def test_no_proxy_matches_names_by_domain(
+    flows: Path, proxy: tuple[str, Path], no_proxy: str, proxied: bool
+) -> None:
+    """`.localhost` and `localhost` cover localhost; `calhost` is a string suffix, not a domain one."""
+    address, log = proxy
+    with OtlpReceiver() as receiver:
+        endpoint = receiver.http_endpoint.replace("127.0.0.1", "localhost")
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+               "HTTP_PROXY": f"http://{address}", "NO_PROXY": no_proxy}  # fmt: skip
+        _bridge_ok(flows, env)
+        assert receiver.requests("metrics")
+    assert ("POST http://localhost:" in log.read_text()) is proxied
