@@ -1,0 +1,403 @@
+"""`service-graph`: the edges Grafana's service graph draws, from flows instead of traces.
+
+The series are those of Tempo's metrics-generator (modules/generator/processor/servicegraphs,
+servicegraphs.go) and the Collector's servicegraph connector (connector/servicegraphconnector,
+connector.go): `traces_service_graph_request_total`, `..._request_failed_total` and the histograms
+`traces_service_graph_request_server` / `..._client` in seconds (`..._seconds` in Prometheus), each
+with `client`, `server` and `connection_type`, plus `client_<dim>` / `server_<dim>` for the
+dimensions asked for (the connector's form). docs/telemetry.md describes every field.
+
+One request is one exchange, however many flows show it:
+- L7 (HTTP, gRPC, Kafka, DNS): a response, or a request the proxy refused (which then answers
+  itself: that answer is not a second request). Client and server proxies both report an exchange;
+  matching them on (client IP, server IP, server port, what was asked, trace id) counts it once.
+- TCP: the opening SYN (no ACK, not a reply), wherever it was traced; failed when any sighting of
+  it was dropped or refused, or a reset answered it before any SYN-ACK did.
+- UDP and SCTP: a conversation (5-tuple) once per `window` seconds of flow time.
+Each sighting observes the latency its side measured: the server's proxy into `server`, the
+client's proxy or the sidecar's connect latency into `client`.
+"""
+
+from __future__ import annotations
+
+from hubble_bridge.api import flow_pb2, sidecar_pb2
+from hubble_bridge.mapping.metrics.base import Family
+from hubble_bridge.mapping.metrics.facts import EXTENSIONS, IS_REPLY, L4, FlowFacts, Handler, time_ns
+from hubble_bridge.mapping.metrics.names import (
+    DROPPED,
+    EGRESS,
+    EVENT_ACCESS_LOG,
+    INGRESS,
+    L7_REQUEST,
+    L7_RESPONSE,
+    REDIRECTED,
+    WORLD_LABELS,
+)
+from hubble_bridge.mapping.metrics.options import ContextOptions
+from hubble_bridge.mapping.metrics.series import Counter, Histogram, Series
+from hubble_bridge.mapping.resource import workload_name
+
+FAMILY = "service-graph"
+# The connector's default latency buckets in seconds (connector.go, defaultLatencyHistogramBuckets).
+# Tempo's default is prometheus.ExponentialBuckets(0.1, 2, 8); the connector's start at 2 ms, which
+# connection set-up and in-cluster requests need.
+SERVICE_GRAPH_BUCKETS = (
+    0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.4, 2.0, 5.0, 10.0, 15.0,
+)  # fmt: skip
+# connection_type values (connector internal/store/edge.go, Tempo store/edge.go).
+UNSET, MESSAGING, DATABASE, VIRTUAL_NODE = "", "messaging_system", "database", "virtual_node"
+# Tempo's `wait` default: how long a sighting waits for the other end's.
+DEFAULT_WINDOW_S = 10.0
+DIMENSIONS = ("namespace", "cluster", "protocol")
+# Well-known server ports of databases and message brokers, for L4 edges (L7 Kafka is messaging).
+DATABASE_PORTS = frozenset({1433, 1521, 3306, 5432, 6379, 9042, 11211, 26257, 27017})
+MESSAGING_PORTS = frozenset({1883, 4222, 5671, 5672, 9092})
+_L4_PROTOCOLS = frozenset({"TCP", "UDP", "SCTP"})
+# Pending exchanges remembered for matching; beyond this the oldest go (a late sighting of one
+# then counts again). Endpoint names cached by serialized endpoint.
+MAX_PENDING = 65536
+MAX_NODES = 8192
+TO_PROXY = 1  # trace sub-type (bpf/lib/trace.h): the packet went to the L7 proxy
+SIDECAR_TYPE_URL = "type.googleapis.com/" + sidecar_pb2.SidecarFlow.DESCRIPTOR.full_name
+_Ext = sidecar_pb2.SidecarFlow
+ERROR = flow_pb2.ERROR  # a proxy's upstream failure, a sidecar's connect() error
+TRACE = 4  # monitor message type of trace events
+
+
+class _Exchange:
+    """One exchange or connection, across all flows that show it."""
+
+    __slots__ = ("edge", "failed", "seen_ns", "skip", "state", "unmatched")
+
+    def __init__(self, seen_ns: int) -> None:
+        self.seen_ns = seen_ns
+        self.edge: tuple[str, ...] = ()
+        self.failed = False
+        # L7: sightings per side (0 client, 1 server) not yet matched by the other side's, and
+        # responses a proxy will still log for requests it refused itself.
+        self.unmatched = [0, 0]
+        self.skip = [0, 0]
+        self.state = 0  # TCP: 1 once a SYN-ACK answered
+
+
+def _parse_dimensions(value: str | None, errors: list[str]) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    dims = tuple(d.strip() for d in value.split(",") if d.strip())
+    unknown = [d for d in dims if d not in DIMENSIONS]
+    if unknown or not dims or len(set(dims)) != len(dims):
+        errors.append(
+            f"metrics family {FAMILY!r}: option dimensions={value!r}: "
+            f"give distinct names of {list(DIMENSIONS)}"
+        )
+        return ()
+    return dims
+
+
+def _parse_window(value: str | None, errors: list[str]) -> float:
+    if value is None:
+        return DEFAULT_WINDOW_S
+    try:
+        window = float(value)
+    except ValueError:
+        window = -1.0
+    if not 0 < window <= 3600:
+        errors.append(f"metrics family {FAMILY!r}: option window={value!r} must be seconds in (0, 3600]")
+        return DEFAULT_WINDOW_S
+    return window
+
+
+class ServiceGraphFamily(Family):
+    name = FAMILY
+    flags = frozenset({"dimensions", "window"})
+    reads = frozenset({L4, IS_REPLY, EXTENSIONS})
+
+    def __init__(self, context: ContextOptions, flags: dict[str, str], limit: int, errors: list[str]) -> None:
+        super().__init__(context, flags, limit, errors)
+        if not context.empty:
+            errors.append(
+                f"metrics family {FAMILY!r} takes no context options (its labels are client and server); "
+                f"use dimensions={','.join(DIMENSIONS)}"
+            )
+        self.dimensions = _parse_dimensions(flags.get("dimensions"), errors)
+        self.window_ns = int(_parse_window(flags.get("window"), errors) * 1e9)
+        labels = ("client", "server", "connection_type")
+        labels += tuple(f"{side}_{dim}" for dim in self.dimensions for side in ("client", "server"))
+        self.requests = Counter(
+            "traces_service_graph_request_total",
+            "Total count of requests between two nodes",
+            labels,
+            limit,
+            "",
+        )
+        self.failed = Counter(
+            "traces_service_graph_request_failed_total",
+            "Total count of failed requests between two nodes",
+            labels,
+            limit,
+            "",
+        )
+        self.server_seconds = Histogram(
+            "traces_service_graph_request_server",
+            "Time for a request between two nodes as seen from the server",
+            labels,
+            limit,
+            SERVICE_GRAPH_BUCKETS,
+        )
+        self.client_seconds = Histogram(
+            "traces_service_graph_request_client",
+            "Time for a request between two nodes as seen from the client",
+            labels,
+            limit,
+            SERVICE_GRAPH_BUCKETS,
+        )
+        self._pending: dict[tuple[object, ...], _Exchange] = {}
+        self._nodes: dict[bytes, tuple[str, bool]] = {}
+        self._ext = _Ext()
+
+    # ---- per kind --------------------------------------------------------------------------------
+
+    def handler(self, kind: FlowFacts) -> Handler | None:
+        l7_kind = kind.l7_kind
+        if kind.event_type == EVENT_ACCESS_LOG or l7_kind is not None:
+            if l7_kind is None or kind.direction not in (EGRESS, INGRESS):
+                return None
+            if kind.l7_type == L7_RESPONSE:
+                refused = False
+            elif kind.l7_type == L7_REQUEST and kind.verdict == DROPPED:
+                refused = True
+            else:
+                return None
+            side = 0 if kind.direction == EGRESS else 1
+            return self._l7_handler(l7_kind, side, refused)
+        l4_kind = kind.l4_kind
+        if kind.verdict == REDIRECTED or l4_kind is None:
+            return None  # redirected to a proxy, whose L7 records tell the exchange
+        if l4_kind == "TCP":
+            return self._tcp_handler(kind)
+        if l4_kind in ("UDP", "SCTP") and kind.is_reply is not True:
+            return self._conversation_handler(kind)
+        return None
+
+    # ---- naming ----------------------------------------------------------------------------------
+
+    def _node(self, endpoint: object, names: object) -> tuple[str, bool]:
+        """(name, is_world): the spans' service name, `world` hosts by their DNS name."""
+        key = endpoint.SerializeToString()  # type: ignore[attr-defined]
+        cached = self._nodes.get(key)
+        if cached is None:
+            labels = endpoint.labels  # type: ignore[attr-defined]
+            if not WORLD_LABELS.isdisjoint(labels):
+                cached = ("world", True)
+            elif "reserved:kube-apiserver" in labels:
+                cached = ("kube-apiserver", False)
+            else:
+                cached = (workload_name(endpoint), False)  # type: ignore[arg-type]
+            if len(self._nodes) < MAX_NODES:
+                self._nodes[key] = cached
+        if cached[1] and names:
+            return names[0], True  # type: ignore[index]
+        return cached
+
+    def _edge(self, facts: FlowFacts, client_is_source: bool, protocol: str, port: int) -> tuple[str, ...]:
+        flow = facts.flow
+        if client_is_source:
+            client_ep, server_ep = flow.source, flow.destination
+            client_names, server_names = flow.source_names, flow.destination_names
+        else:
+            client_ep, server_ep = flow.destination, flow.source
+            client_names, server_names = flow.destination_names, flow.source_names
+        client, client_world = self._node(client_ep, client_names)
+        server, server_world = self._node(server_ep, server_names)
+        if client_world or server_world:
+            connection_type = VIRTUAL_NODE
+        elif protocol == "Kafka" or (port in MESSAGING_PORTS and protocol in _L4_PROTOCOLS):
+            connection_type = MESSAGING
+        elif port in DATABASE_PORTS and protocol in _L4_PROTOCOLS:
+            connection_type = DATABASE
+        else:
+            connection_type = UNSET
+        edge: tuple[str, ...] = (client, server, connection_type)
+        for dim in self.dimensions:
+            if dim == "namespace":
+                edge += (client_ep.namespace, server_ep.namespace)
+            elif dim == "cluster":
+                edge += (client_ep.cluster_name, server_ep.cluster_name)
+            else:
+                edge += (protocol, protocol)
+        return edge
+
+    # ---- the exchange store ----------------------------------------------------------------------
+
+    def _exchange(self, key: tuple[object, ...], now_ns: int) -> tuple[_Exchange, bool]:
+        """The pending exchange under key, and whether it is new (none, or the last one too old)."""
+        pending = self._pending
+        exchange = pending.get(key)
+        if exchange is not None and 0 <= now_ns - exchange.seen_ns <= self.window_ns:
+            exchange.seen_ns = now_ns
+            return exchange, False
+        exchange = _Exchange(now_ns)
+        if key in pending:
+            del pending[key]  # re-inserted last, so eviction stays oldest-first
+        elif len(pending) >= MAX_PENDING:
+            del pending[next(iter(pending))]
+        pending[key] = exchange
+        return exchange, True
+
+    def _count(self, exchange: _Exchange, failed: bool) -> None:
+        self.requests.inc(exchange.edge)
+        if failed:
+            exchange.failed = True
+            self.failed.inc(exchange.edge)
+
+    def _fail(self, exchange: _Exchange) -> None:
+        """A later sighting shows an already counted exchange failed."""
+        if not exchange.failed:
+            exchange.failed = True
+            self.failed.inc(exchange.edge)
+
+    # ---- L7 --------------------------------------------------------------------------------------
+
+    def _l7_handler(self, l7_kind: str, side: int, refused: bool) -> Handler:
+        observe = (self.client_seconds if side == 0 else self.server_seconds).observe
+        other = 1 - side
+        # Requests have the client as source; responses come back from the server.
+        client_is_source = refused
+
+        def count(facts: FlowFacts) -> None:
+            flow = facts.flow
+            l7 = facts.l7
+            ip = flow.IP
+            l4 = flow.l4
+            ports = l4.TCP if l4.HasField("TCP") else l4.UDP
+            if client_is_source:
+                client_ip, server_ip, server_port = ip.source, ip.destination, ports.destination_port
+            else:
+                client_ip, server_ip, server_port = ip.destination, ip.source, ports.source_port
+            protocol, asked, failed = _l7_outcome(l7_kind, l7, flow)
+            if refused or flow.verdict == DROPPED or flow.verdict == ERROR:
+                failed = True
+            key = (l7_kind, client_ip, server_ip, server_port, asked, flow.trace_context.parent.trace_id)
+            exchange, new = self._exchange(key, time_ns(flow))
+            if new:
+                exchange.edge = self._edge(facts, client_is_source, protocol, server_port)
+            if refused:
+                # The refusing proxy logs its own answer too; that is this exchange, not another.
+                exchange.skip[side] += 1
+            elif exchange.skip[side]:
+                exchange.skip[side] -= 1
+                return
+            if exchange.unmatched[other]:
+                exchange.unmatched[other] -= 1  # the other end's sighting of this same exchange
+                if failed:
+                    self._fail(exchange)
+            else:
+                exchange.unmatched[side] += 1
+                self.requests.inc(exchange.edge)
+                if failed:
+                    self.failed.inc(exchange.edge)
+            latency = l7.latency_ns
+            if latency > 0 and not refused:
+                observe(exchange.edge, latency / 1e9, *facts.exemplar())
+
+        return count
+
+    # ---- L4 --------------------------------------------------------------------------------------
+
+    def _tcp_handler(self, kind: FlowFacts) -> Handler:
+        reply = kind.is_reply is True
+        sidecar = kind.has_extensions
+        observe_client = self.client_seconds.observe
+
+        def count(facts: FlowFacts) -> None:
+            flow = facts.flow
+            flags = facts.l4.flags
+            syn, ack, rst = flags.SYN, flags.ACK, flags.RST
+            if not (syn or rst):
+                return
+            latency = 0
+            failed = flow.verdict == DROPPED or flow.verdict == ERROR
+            if sidecar and flow.extensions.type_url == SIDECAR_TYPE_URL:
+                ext = self._ext
+                ext.Clear()
+                ext.MergeFromString(flow.extensions.value)
+                event = ext.event
+                if event not in (
+                    _Ext.EVENT_TCP_CONNECT,
+                    _Ext.EVENT_TCP_ACCEPT,
+                    _Ext.EVENT_TCP_CONNECT_FAILED,
+                    _Ext.EVENT_TCP_CONNECT_ERROR,
+                ):
+                    return  # counters and closes: not a connection's opening
+                latency = ext.connect_latency_ns if event != _Ext.EVENT_TCP_CONNECT_FAILED or rst else 0
+                if event == _Ext.EVENT_TCP_CONNECT_FAILED:
+                    failed = True
+            if flow.event_type.type == TRACE and flow.event_type.sub_type == TO_PROXY:
+                return  # the proxy's own records tell this connection
+            ip = flow.IP
+            tcp = facts.l4
+            if reply:
+                # The server answering: SYN-ACK opens, a RST before it refuses.
+                key = ("TCP", ip.destination, tcp.destination_port, ip.source, tcp.source_port)
+                exchange = self._pending.get(key)
+                if exchange is None or not exchange.edge:
+                    return
+                if syn and ack:
+                    exchange.state = 1
+                elif rst and exchange.state == 0:
+                    self._fail(exchange)
+                return
+            if not syn or ack:
+                return
+            key = ("TCP", ip.source, tcp.source_port, ip.destination, tcp.destination_port)
+            exchange, new = self._exchange(key, time_ns(flow))
+            if new:
+                exchange.edge = self._edge(facts, True, "TCP", tcp.destination_port)
+                self._count(exchange, failed)
+            elif failed:
+                self._fail(exchange)
+            if latency > 0:
+                observe_client(exchange.edge, latency / 1e9)
+
+        return count
+
+    def _conversation_handler(self, kind: FlowFacts) -> Handler:
+        protocol = kind.l4_kind or ""
+
+        def count(facts: FlowFacts) -> None:
+            flow = facts.flow
+            if flow.event_type.type == TRACE and flow.event_type.sub_type == TO_PROXY:
+                return
+            ip = flow.IP
+            l4 = facts.l4
+            key = (protocol, ip.source, l4.source_port, ip.destination, l4.destination_port)
+            exchange, new = self._exchange(key, time_ns(flow))
+            failed = flow.verdict == DROPPED
+            if new:
+                exchange.edge = self._edge(facts, True, protocol, l4.destination_port)
+                self._count(exchange, failed)
+            elif failed:
+                self._fail(exchange)
+
+        return count
+
+    def series(self) -> list[Series]:
+        return [self.requests, self.failed, self.server_seconds, self.client_seconds]
+
+
+def _l7_outcome(l7_kind: str, l7: object, flow: object) -> tuple[str, tuple[object, ...], bool]:
+    """(protocol, what was asked, failed) of an L7 record."""
+    if l7_kind == "http":
+        http = l7.http  # type: ignore[attr-defined]
+        grpc_status = next((h.value for h in http.headers if h.key.lower() == "grpc-status"), None)
+        grpc = grpc_status is not None or any(
+            h.key.lower() == "content-type" and h.value.startswith("application/grpc") for h in http.headers
+        )
+        failed = http.code >= 500 or (grpc_status is not None and grpc_status != "0")
+        return ("gRPC" if grpc else "HTTP"), (http.method, http.url), failed
+    if l7_kind == "dns":
+        dns = l7.dns  # type: ignore[attr-defined]
+        # NXDOMAIN (3) is an answer: Kubernetes' search path asks for names that do not exist all the time.
+        return "DNS", (dns.query, tuple(dns.qtypes)), dns.rcode not in (0, 3)
+    kafka = l7.kafka  # type: ignore[attr-defined]
+    return "Kafka", (kafka.api_key, kafka.topic, kafka.correlation_id), kafka.error_code != 0
