@@ -187,7 +187,8 @@ class ServiceGraphFamily(Family):
         cached = self._nodes.get(key)
         if cached is None:
             labels = endpoint.labels  # type: ignore[attr-defined]
-            if not WORLD_LABELS.isdisjoint(labels):
+            # A pod is never `world`, whatever labels a recording gave it (Cilium 1.10 with Istio did).
+            if not WORLD_LABELS.isdisjoint(labels) and not endpoint.pod_name:  # type: ignore[attr-defined]
                 cached = ("world", True)
             elif "reserved:kube-apiserver" in labels:
                 cached = ("kube-apiserver", False)
@@ -233,8 +234,9 @@ class ServiceGraphFamily(Family):
         """The pending exchange under key, and whether it is new (none, or the last one too old)."""
         pending = self._pending
         exchange = pending.get(key)
-        if exchange is not None and 0 <= now_ns - exchange.seen_ns <= self.window_ns:
-            exchange.seen_ns = now_ns
+        # Nodes' clocks and the order flows arrive in differ: a sighting may be a little older.
+        if exchange is not None and abs(now_ns - exchange.seen_ns) <= self.window_ns:
+            exchange.seen_ns = max(now_ns, exchange.seen_ns)
             return exchange, False
         exchange = _Exchange(now_ns)
         if key in pending:
@@ -293,9 +295,7 @@ class ServiceGraphFamily(Family):
                     self._fail(exchange)
             else:
                 exchange.unmatched[side] += 1
-                self.requests.inc(exchange.edge)
-                if failed:
-                    self.failed.inc(exchange.edge)
+                self._count(exchange, failed)
             latency = l7.latency_ns
             if latency > 0 and not refused:
                 observe(exchange.edge, latency / 1e9, *facts.exemplar())
