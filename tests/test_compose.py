@@ -211,7 +211,7 @@ def test_dashboard_queries_use_metrics_and_labels_the_bridge_produces() -> None:
             assert metrics, (panel["title"], expr)
             unknown = metrics - set(produced)
             assert not unknown, f"{panel['title']}: the bridge does not produce {unknown}"
-            # Labels the query itself makes: label_replace(v, "dst", "repl", ...), label_join(v, "dst", "sep", ...).
+            # Labels the query makes: label_replace(v, "dst", "repl", ...), label_join(v, "dst", "sep", ...).
             created = set(re.findall(r'"([a-z_]+)",\s*"[^"]*",\s*"', expr))
             available = set().union(*(produced[m] for m in metrics)) | created
             grouped = {x.strip() for group in re.findall(r"by \(([^)]*)\)", expr) for x in group.split(",")}

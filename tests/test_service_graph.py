@@ -39,7 +39,7 @@ from hubble_bridge.mapping.metrics import MetricsAggregator, MetricsConfig
 from hubble_bridge.mapping.metrics.families.service_graph import SERVICE_GRAPH_BUCKETS, SIDECAR_TYPE_URL
 from hubble_bridge.sources.files import read_events
 from hubble_bridge.telemetry import MetricFamily
-from tests.conftest import SHARED_FLOWS, run_cli
+from tests.conftest import REPO, SHARED_FLOWS, run_cli
 from tests.otlp_receiver import OtlpReceiver, attrs, latest_points
 from tests.procs import CliProcess, free_port
 
@@ -48,6 +48,7 @@ FAILED = "traces_service_graph_request_failed_total"
 SERVER = "traces_service_graph_request_server"
 CLIENT = "traces_service_graph_request_client"
 T0 = 1_700_000_000_000_000_000
+DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "hubble-otlp.json"
 
 CLIENT_EP = flow_pb2.Endpoint(
     namespace="shop", pod_name="frontend-7d4b9-abcde", labels=["k8s:app=frontend"], identity=1001
@@ -657,6 +658,24 @@ def test_replay_bridge_otlp_and_prometheus_show_the_edges(tmp_path: Path) -> Non
             assert [int(float(r["value"][1])) for r in buckets] == [4]
             labels = prometheus_query(prom_port, "traces_service_graph_request_failed_total")
             assert {r["metric"]["client_namespace"] for r in labels} == {"shop", "default"}
+            # The dashboard's node graph queries give Grafana's node-graph frames: nodes by id, edges
+            # with id, source and target (increase() needs two scrapes: poll until there are).
+            dashboard = json.loads(DASHBOARD.read_text())
+            (graph,) = [p for p in dashboard["panels"] if p["type"] == "nodeGraph"]
+            frames: dict[str, list[dict[str, Any]]] = {}
+            for target in graph["targets"]:
+                expr = target["expr"].replace("$__range", "5m")
+                for _ in range(120):
+                    frames[target["refId"]] = prometheus_query(prom_port, expr)
+                    if len(frames[target["refId"]]) >= len(expected):
+                        break
+                    poll.wait(0.5)
+            drawn = {
+                (r["metric"]["source"], r["metric"]["target"], r["metric"]["id"]) for r in frames["edges"]
+            }
+            assert drawn == {(c, s, f"{c}->{s}") for c, s, _ in expected}
+            nodes = {r["metric"]["id"] for r in frames["nodes"]}
+            assert nodes == {n for c, s, _ in expected for n in (c, s)}
         finally:
             prom.terminate()
             prom.wait(20)
