@@ -442,6 +442,38 @@ def test_dns_and_kafka_exchanges() -> None:
     assert (edges(agg), edges(agg, FAILED)) == ({edge: 3}, {edge: 1})
 
 
+def test_a_dns_query_traced_before_the_dns_proxy_is_one_request() -> None:
+    # Cilium traces the query leaving the pod, then redirects it to the DNS proxy, which logs the
+    # answer (as the generator's l34.dns_packets and dns.dns_lookup): one lookup, one request.
+    coredns = flow_pb2.Endpoint(
+        namespace="kube-system", pod_name="coredns-1", labels=["k8s:k8s-app=kube-dns"]
+    )
+    packet = udp_flow(0, sport=43000, dport=53)
+    packet.destination.CopyFrom(coredns)
+    to_proxy = udp_flow(4000, sport=43000, dport=53, point=TO_PROXY)
+    to_proxy.destination.CopyFrom(coredns)
+    answer = flow_pb2.Flow(
+        IP=flow_pb2.IP(source=SERVER_IP, destination=CLIENT_IP),
+        l4=flow_pb2.Layer4(UDP=flow_pb2.UDP(source_port=53, destination_port=43000)),
+        source=coredns,
+        destination=CLIENT_EP,
+        l7=flow_pb2.Layer7(
+            type=flow_pb2.RESPONSE, latency_ns=3_000_000, dns=flow_pb2.DNS(query="cart.shop.svc.", rcode=2)
+        ),
+        event_type=flow_pb2.CiliumEventType(type=ACCESS_LOG),
+        traffic_direction=flow_pb2.EGRESS,
+    )
+    answer.time.FromNanoseconds(T0 + 3_000_000)
+    agg = run([packet, to_proxy, answer])
+    edge = ("frontend", "kube-dns", "")
+    assert (edges(agg), edges(agg, FAILED), edges(agg, CLIENT)) == ({edge: 1}, {edge: 1}, {edge: 1})
+    # Another query (another source port) is another request.
+    other = flow_pb2.Flow()
+    other.CopyFrom(answer)
+    other.l4.UDP.destination_port = 43001
+    assert edges(run([packet, to_proxy, answer, other])) == {edge: 2}
+
+
 # ---- nodes ---------------------------------------------------------------------------------------
 
 

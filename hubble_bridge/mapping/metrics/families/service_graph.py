@@ -232,12 +232,12 @@ class ServiceGraphFamily(Family):
 
     def _exchange(self, key: tuple[object, ...], now_ns: int) -> tuple[_Exchange, bool]:
         """The pending exchange under key, and whether it is new (none, or the last one too old)."""
-        pending = self._pending
-        exchange = pending.get(key)
         # Nodes' clocks and the order flows arrive in differ: a sighting may be a little older.
-        if exchange is not None and abs(now_ns - exchange.seen_ns) <= self.window_ns:
+        exchange = self._recent(key, now_ns)
+        if exchange is not None:
             exchange.seen_ns = max(now_ns, exchange.seen_ns)
             return exchange, False
+        pending = self._pending
         exchange = _Exchange(now_ns)
         if key in pending:
             del pending[key]  # re-inserted last, so eviction stays oldest-first
@@ -245,6 +245,13 @@ class ServiceGraphFamily(Family):
             del pending[next(iter(pending))]
         pending[key] = exchange
         return exchange, True
+
+    def _recent(self, key: tuple[object, ...], now_ns: int) -> _Exchange | None:
+        """The exchange under key if it was seen within the window, without making one."""
+        exchange = self._pending.get(key)
+        if exchange is not None and abs(now_ns - exchange.seen_ns) <= self.window_ns:
+            return exchange
+        return None
 
     def _count(self, exchange: _Exchange, failed: bool) -> None:
         self.requests.inc(exchange.edge)
@@ -271,16 +278,31 @@ class ServiceGraphFamily(Family):
             l7 = facts.l7
             ip = flow.IP
             l4 = flow.l4
-            ports = l4.TCP if l4.HasField("TCP") else l4.UDP
+            tcp = l4.HasField("TCP")
+            ports = l4.TCP if tcp else l4.UDP
             if client_is_source:
                 client_ip, server_ip, server_port = ip.source, ip.destination, ports.destination_port
+                client_port = ports.source_port
             else:
                 client_ip, server_ip, server_port = ip.destination, ip.source, ports.source_port
+                client_port = ports.destination_port
             protocol, asked, failed = _l7_outcome(l7_kind, l7, flow)
             if refused or flow.verdict == DROPPED or flow.verdict == ERROR:
                 failed = True
+            now_ns = time_ns(flow)
+            latency = 0 if refused else l7.latency_ns
+            if not tcp:
+                # A UDP query already counted as the conversation its packets were traced as (before
+                # the DNS proxy took it) is that request: it only adds what the proxy knows.
+                conversation = self._recent(("UDP", client_ip, client_port, server_ip, server_port), now_ns)
+                if conversation is not None:
+                    if failed:
+                        self._fail(conversation)
+                    if latency > 0:
+                        observe(conversation.edge, latency / 1e9, *facts.exemplar())
+                    return
             key = (l7_kind, client_ip, server_ip, server_port, asked, flow.trace_context.parent.trace_id)
-            exchange, new = self._exchange(key, time_ns(flow))
+            exchange, new = self._exchange(key, now_ns)
             if new:
                 exchange.edge = self._edge(facts, client_is_source, protocol, server_port)
             if refused:
@@ -296,8 +318,7 @@ class ServiceGraphFamily(Family):
             else:
                 exchange.unmatched[side] += 1
                 self._count(exchange, failed)
-            latency = l7.latency_ns
-            if latency > 0 and not refused:
+            if latency > 0:
                 observe(exchange.edge, latency / 1e9, *facts.exemplar())
 
         return count
