@@ -315,6 +315,14 @@ def test_the_same_syn_after_the_window_is_a_new_connection() -> None:
     assert edges(run(flows, "service-graph:window=20")) == {EDGE: 1}
 
 
+def test_the_matching_store_forgets_what_the_window_has_passed() -> None:
+    # A connection a second for ten minutes: only the last window's connections are remembered.
+    agg = run([tcp_flow("SYN", at_ns=i * 10**9, sport=1024 + i) for i in range(600)])
+    assert edges(agg) == {EDGE: 600}
+    (family,) = [p for p in agg._processors if getattr(p, "name", "") == "service-graph"]
+    assert len(family._pending) <= 12
+
+
 def test_udp_counts_a_conversation_per_window_and_skips_what_the_proxy_takes() -> None:
     flows = [
         udp_flow(0),
@@ -345,8 +353,12 @@ def test_sidecar_connect_latency_goes_to_the_client_histogram() -> None:
     assert edges(ok) == {EDGE: 1} and edges(ok, FAILED) == {}
     (point,) = families(ok)[CLIENT].points
     assert point.bucket_counts[SERVICE_GRAPH_BUCKETS.index(0.004)] == 1 and point.sum == pytest.approx(0.003)
-    refused = run([sidecar(ext.EVENT_TCP_CONNECT_FAILED, "SYN", 1_000_000)])
-    assert edges(refused, FAILED) == {EDGE: 1}
+    timed_out = run([sidecar(ext.EVENT_TCP_CONNECT_FAILED, "SYN", 1_000_000)])
+    assert (edges(timed_out), edges(timed_out, FAILED)) == ({EDGE: 1}, {EDGE: 1})
+    # A refused connect is the server's RST, a reply, with no SYN flow before it (sidecar/convert.py).
+    refused = run([sidecar(ext.EVENT_TCP_CONNECT_FAILED, "RST", 200_000, reply=True)])
+    assert (edges(refused), edges(refused, FAILED)) == ({EDGE: 1}, {EDGE: 1})
+    assert sum(p.count for p in families(refused)[CLIENT].points) == 1
 
 
 # ---- L7 ------------------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ client's proxy or the sidecar's connect latency into `client`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from hubble_bridge.api import flow_pb2, sidecar_pb2
 from hubble_bridge.mapping.metrics.base import Family
 from hubble_bridge.mapping.metrics.facts import EXTENSIONS, IS_REPLY, L4, FlowFacts, Handler, time_ns
@@ -181,23 +183,23 @@ class ServiceGraphFamily(Family):
 
     # ---- naming ----------------------------------------------------------------------------------
 
-    def _node(self, endpoint: object, names: object) -> tuple[str, bool]:
+    def _node(self, endpoint: flow_pb2.Endpoint, names: Sequence[str]) -> tuple[str, bool]:
         """(name, is_world): the spans' service name, `world` hosts by their DNS name."""
-        key = endpoint.SerializeToString()  # type: ignore[attr-defined]
+        key = endpoint.SerializeToString()
         cached = self._nodes.get(key)
         if cached is None:
-            labels = endpoint.labels  # type: ignore[attr-defined]
+            labels = endpoint.labels
             # A pod is never `world`, whatever labels a recording gave it (Cilium 1.10 with Istio did).
-            if not WORLD_LABELS.isdisjoint(labels) and not endpoint.pod_name:  # type: ignore[attr-defined]
+            if not WORLD_LABELS.isdisjoint(labels) and not endpoint.pod_name:
                 cached = ("world", True)
             elif "reserved:kube-apiserver" in labels:
                 cached = ("kube-apiserver", False)
             else:
-                cached = (workload_name(endpoint), False)  # type: ignore[arg-type]
+                cached = (workload_name(endpoint), False)
             if len(self._nodes) < MAX_NODES:
                 self._nodes[key] = cached
         if cached[1] and names:
-            return names[0], True  # type: ignore[index]
+            return names[0], True
         return cached
 
     def _edge(self, facts: FlowFacts, client_is_source: bool, protocol: str, port: int) -> tuple[str, ...]:
@@ -238,12 +240,16 @@ class ServiceGraphFamily(Family):
             exchange.seen_ns = max(now_ns, exchange.seen_ns)
             return exchange, False
         pending = self._pending
-        exchange = _Exchange(now_ns)
-        if key in pending:
-            del pending[key]  # re-inserted last, so eviction stays oldest-first
-        elif len(pending) >= MAX_PENDING:
+        pending.pop(key, None)  # re-inserted last, so the dict stays in order of creation
+        # Forget what can no longer match: the oldest first, stopping at one still within the window.
+        for _ in range(2):
+            oldest = next(iter(pending), None)
+            if oldest is None or now_ns - pending[oldest].seen_ns <= self.window_ns:
+                break
+            del pending[oldest]
+        if len(pending) >= MAX_PENDING:
             del pending[next(iter(pending))]
-        pending[key] = exchange
+        exchange = pending[key] = _Exchange(now_ns)
         return exchange, True
 
     def _recent(self, key: tuple[object, ...], now_ns: int) -> _Exchange | None:
@@ -350,18 +356,30 @@ class ServiceGraphFamily(Family):
                     _Ext.EVENT_TCP_CONNECT_ERROR,
                 ):
                     return  # counters and closes: not a connection's opening
-                latency = ext.connect_latency_ns if event != _Ext.EVENT_TCP_CONNECT_FAILED or rst else 0
+                latency = ext.connect_latency_ns
                 if event == _Ext.EVENT_TCP_CONNECT_FAILED:
                     failed = True
             if flow.event_type.type == TRACE and flow.event_type.sub_type == TO_PROXY:
                 return  # the proxy's own records tell this connection
             ip = flow.IP
             tcp = facts.l4
+            now_ns = time_ns(flow)
             if reply:
                 # The server answering: SYN-ACK opens, a RST before it refuses.
                 key = ("TCP", ip.destination, tcp.destination_port, ip.source, tcp.source_port)
-                exchange = self._pending.get(key)
-                if exchange is None or not exchange.edge:
+                if failed and rst:
+                    # The sidecar's refused connect: the server's RST, with no SYN flow before it.
+                    exchange, new = self._exchange(key, now_ns)
+                    if new:
+                        exchange.edge = self._edge(facts, False, "TCP", tcp.source_port)
+                        self._count(exchange, True)
+                    else:
+                        self._fail(exchange)
+                    if latency > 0:
+                        observe_client(exchange.edge, latency / 1e9)
+                    return
+                exchange = self._recent(key, now_ns)
+                if exchange is None:
                     return
                 if syn and ack:
                     exchange.state = 1
@@ -371,7 +389,7 @@ class ServiceGraphFamily(Family):
             if not syn or ack:
                 return
             key = ("TCP", ip.source, tcp.source_port, ip.destination, tcp.destination_port)
-            exchange, new = self._exchange(key, time_ns(flow))
+            exchange, new = self._exchange(key, now_ns)
             if new:
                 exchange.edge = self._edge(facts, True, "TCP", tcp.destination_port)
                 self._count(exchange, failed)
