@@ -124,6 +124,7 @@ def http_flows(
     url: str = "http://cart:8080/api/cart",
     request_verdict: int = flow_pb2.FORWARDED,
     headers: tuple[tuple[str, str], ...] = (),
+    protocol: str = "HTTP/1.1",
 ) -> list[flow_pb2.Flow]:
     """The request and response records one proxy logs: the client's (EGRESS) or the server's (INGRESS)."""
     direction = flow_pb2.EGRESS if side == 0 else flow_pb2.INGRESS
@@ -138,7 +139,7 @@ def http_flows(
         source=CLIENT_EP,
         destination=SERVER_EP,
         l7=flow_pb2.Layer7(
-            type=flow_pb2.REQUEST, http=flow_pb2.HTTP(method="GET", url=url, protocol="HTTP/1.1")
+            type=flow_pb2.REQUEST, http=flow_pb2.HTTP(method="GET", url=url, protocol=protocol)
         ),
         is_reply=BoolValue(value=False),
         **common,
@@ -152,7 +153,7 @@ def http_flows(
         l7=flow_pb2.Layer7(
             type=flow_pb2.RESPONSE,
             latency_ns=latency_ns,
-            http=flow_pb2.HTTP(method="GET", url=url, protocol="HTTP/1.1", code=code, headers=hdrs),
+            http=flow_pb2.HTTP(method="GET", url=url, protocol=protocol, code=code, headers=hdrs),
         ),
         is_reply=BoolValue(value=True),
         **common,
@@ -393,10 +394,10 @@ def test_http_failures_are_5xx_grpc_errors_and_refusals() -> None:
     assert edges(run(both_ends), FAILED) == {EDGE: 1}
     assert edges(run(http_flows(side=1, code=404)), FAILED) == {}
     grpc = (("content-type", "application/grpc"), ("grpc-status", "14"))
-    agg = run(http_flows(side=1, headers=grpc), "service-graph:dimensions=protocol")
+    agg = run(http_flows(side=1, headers=grpc, protocol="HTTP/2"), "service-graph:dimensions=protocol")
     assert [dict(p.attributes)["client_protocol"] for p in families(agg)[FAILED].points] == ["gRPC"]
     ok = (("content-type", "application/grpc"), ("grpc-status", "0"))
-    assert edges(run(http_flows(side=1, headers=ok)), FAILED) == {}
+    assert edges(run(http_flows(side=1, headers=ok, protocol="HTTP/2")), FAILED) == {}
     # An L7 rule refuses the request at the server: its proxy logs the request DROPPED and its own
     # 403 answer; the client's proxy sees the 403. One request, failed.
     refused = [

@@ -339,9 +339,11 @@ class ServiceGraphFamily(Family):
         def count(facts: FlowFacts) -> None:
             flow = facts.flow
             flags = facts.l4.flags
-            syn, ack, rst = flags.SYN, flags.ACK, flags.RST
+            syn = flags.SYN
+            rst = flags.RST
             if not (syn or rst):
-                return
+                return  # most TCP flows: neither opening nor refusing a connection
+            ack = flags.ACK
             latency = 0
             failed = flow.verdict == DROPPED or flow.verdict == ERROR
             if sidecar and flow.extensions.type_url == SIDECAR_TYPE_URL:
@@ -428,11 +430,17 @@ def _l7_outcome(l7_kind: str, l7: object, flow: object) -> tuple[str, tuple[obje
     """(protocol, what was asked, failed) of an L7 record."""
     if l7_kind == "http":
         http = l7.http  # type: ignore[attr-defined]
-        grpc_status = next((h.value for h in http.headers if h.key.lower() == "grpc-status"), None)
-        grpc = grpc_status is not None or any(
-            h.key.lower() == "content-type" and h.value.startswith("application/grpc") for h in http.headers
-        )
-        failed = http.code >= 500 or (grpc_status is not None and grpc_status != "0")
+        failed = http.code >= 500
+        grpc = False
+        # gRPC runs over HTTP/2 only, so HTTP/1 records need no header scan.
+        if http.protocol.startswith("HTTP/2"):
+            for header in http.headers:
+                key = header.key.lower()
+                if key == "grpc-status":
+                    grpc = True
+                    failed = failed or header.value != "0"
+                elif key == "content-type" and header.value.startswith("application/grpc"):
+                    grpc = True
         return ("gRPC" if grpc else "HTTP"), (http.method, http.url), failed
     if l7_kind == "dns":
         dns = l7.dns  # type: ignore[attr-defined]
