@@ -573,6 +573,23 @@ def test_recorded_dns_counts_each_answer_once() -> None:
     assert sum(edges(agg).values()) == len(answers) == 165
     failing = sum(f.l7.dns.rcode not in (0, 3) for f in answers)
     assert sum(edges(agg, FAILED).values()) == failing
+    # These records carry no latency_ns: it is the time from the proxy's request record to its
+    # response record (the query over TCP from node-local-dns, one source port per query).
+    asked: dict[tuple[str, int, str], int] = {}
+    waited = []
+    for f in flows:
+        at = f.time.ToNanoseconds()
+        if f.l7.type == flow_pb2.REQUEST:
+            asked[(f.IP.source, f.l4.TCP.source_port, f.l7.dns.query)] = at
+        else:
+            waited.append(at - asked.pop((f.IP.destination, f.l4.TCP.destination_port, f.l7.dns.query)))
+    assert not any(f.l7.latency_ns for f in flows) and len(waited) == 165
+    (client,) = families(agg)[CLIENT].points
+    assert client.count == 165 and client.sum == pytest.approx(sum(waited) / 1e9)
+    assert client.bucket_counts == [
+        sum(1 for w in waited if lo < w / 1e9 <= hi)
+        for lo, hi in zip((-1, *SERVICE_GRAPH_BUCKETS), (*SERVICE_GRAPH_BUCKETS, float("inf")), strict=True)
+    ]
 
 
 # ---- end to end: replay -> bridge -> OTLP receiver and a real Prometheus -------------------------

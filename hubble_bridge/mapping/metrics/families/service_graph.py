@@ -15,12 +15,14 @@ One request is one exchange, however many flows show it:
   it was dropped or refused, or a reset answered it before any SYN-ACK did.
 - UDP and SCTP: a conversation (5-tuple) once per `window` seconds of flow time.
 Each sighting observes the latency its side measured: the server's proxy into `server`, the
-client's proxy or the sidecar's connect latency into `client`.
+client's proxy or the sidecar's connect latency into `client`. A response record without
+latency_ns takes the time since its request record.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from hubble_bridge.api import flow_pb2, sidecar_pb2
 from hubble_bridge.mapping.metrics.base import Family
@@ -154,6 +156,9 @@ class ServiceGraphFamily(Family):
             SERVICE_GRAPH_BUCKETS,
         )
         self._pending: dict[tuple[object, ...], _Exchange] = {}
+        # L7 request records by what the response will match, with their time: the latency of a
+        # response whose record carries none.
+        self._requests: dict[tuple[object, ...], int] = {}
         self._nodes: dict[bytes, tuple[str, bool]] = {}
         self._ext = _Ext()
 
@@ -164,14 +169,12 @@ class ServiceGraphFamily(Family):
         if kind.event_type == EVENT_ACCESS_LOG or l7_kind is not None:
             if l7_kind is None or kind.direction not in (EGRESS, INGRESS):
                 return None
-            if kind.l7_type == L7_RESPONSE:
-                refused = False
-            elif kind.l7_type == L7_REQUEST and kind.verdict == DROPPED:
-                refused = True
-            else:
-                return None
             side = 0 if kind.direction == EGRESS else 1
-            return self._l7_handler(l7_kind, side, refused)
+            if kind.l7_type == L7_RESPONSE:
+                return self._l7_handler(l7_kind, side, False)
+            if kind.l7_type == L7_REQUEST:
+                return self._l7_handler(l7_kind, side, kind.verdict == DROPPED, request=True)
+            return None
         l4_kind = kind.l4_kind
         if kind.verdict == REDIRECTED or l4_kind is None:
             return None  # redirected to a proxy, whose L7 records tell the exchange
@@ -241,14 +244,7 @@ class ServiceGraphFamily(Family):
             return exchange, False
         pending = self._pending
         pending.pop(key, None)  # re-inserted last, so the dict stays in order of creation
-        # Forget what can no longer match: the oldest first, stopping at one still within the window.
-        for _ in range(2):
-            oldest = next(iter(pending), None)
-            if oldest is None or now_ns - pending[oldest].seen_ns <= self.window_ns:
-                break
-            del pending[oldest]
-        if len(pending) >= MAX_PENDING:
-            del pending[next(iter(pending))]
+        _forget_expired(pending, now_ns, self.window_ns)
         exchange = pending[key] = _Exchange(now_ns)
         return exchange, True
 
@@ -273,11 +269,13 @@ class ServiceGraphFamily(Family):
 
     # ---- L7 --------------------------------------------------------------------------------------
 
-    def _l7_handler(self, l7_kind: str, side: int, refused: bool) -> Handler:
+    def _l7_handler(self, l7_kind: str, side: int, refused: bool, request: bool = False) -> Handler:
         observe = (self.client_seconds if side == 0 else self.server_seconds).observe
         other = 1 - side
         # Requests have the client as source; responses come back from the server.
-        client_is_source = refused
+        client_is_source = request
+        requests = self._requests
+        window_ns = self.window_ns
 
         def count(facts: FlowFacts) -> None:
             flow = facts.flow
@@ -296,7 +294,18 @@ class ServiceGraphFamily(Family):
             if refused or flow.verdict == DROPPED or flow.verdict == ERROR:
                 failed = True
             now_ns = time_ns(flow)
+            asked_by = (l7_kind, side, client_ip, client_port, server_ip, server_port, asked)
+            if request and not refused:
+                # Only remembered: the response is the request, and tells how it went.
+                requests.pop(asked_by, None)
+                _forget_expired(requests, now_ns, window_ns)
+                requests[asked_by] = now_ns
+                return
             latency = 0 if refused else l7.latency_ns
+            if latency <= 0 and not refused:
+                asked_at = requests.pop(asked_by, None)
+                if asked_at is not None and 0 < now_ns - asked_at <= window_ns:
+                    latency = now_ns - asked_at
             if not tcp:
                 # A UDP query already counted as the conversation its packets were traced as (before
                 # the DNS proxy took it) is that request: it only adds what the proxy knows.
@@ -424,6 +433,25 @@ class ServiceGraphFamily(Family):
 
     def series(self) -> list[Series]:
         return [self.requests, self.failed, self.server_seconds, self.client_seconds]
+
+
+def _forget_expired(store: dict[tuple[object, ...], Any], now_ns: int, window_ns: int) -> None:
+    """Make room in a store kept in order of creation, whose values are times or have seen_ns.
+
+    What can no longer match goes first, oldest first, stopping at one still within the window
+    (two at most, so a store shrinks faster than one insert grows it); then, at MAX_PENDING, the oldest.
+    """
+    for _ in range(2):
+        oldest = next(iter(store), None)
+        if oldest is None:
+            return
+        value = store[oldest]
+        seen_ns = value if isinstance(value, int) else value.seen_ns
+        if now_ns - seen_ns <= window_ns:
+            break
+        del store[oldest]
+    if len(store) >= MAX_PENDING:
+        del store[next(iter(store))]
 
 
 def _l7_outcome(l7_kind: str, l7: object, flow: object) -> tuple[str, tuple[object, ...], bool]:
