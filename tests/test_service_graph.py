@@ -386,6 +386,12 @@ def test_an_http_exchange_seen_by_both_proxies_counts_once_with_each_sides_laten
         *http_flows(side=1, trace_id="a" * 32),
     ]
     assert edges(run(traced)) == {EDGE: 2}
+    # A health check every 5 s seen only by the server's proxy for a minute, then only by the
+    # client's: only the server's sightings within the window (50 s, 55 s) can be the client's first
+    # two; the older ones were other exchanges. 12 + 13 - 2.
+    server_only = [f for i in range(12) for f in http_flows(side=1, at_ns=i * 5 * 10**9)]
+    client_only = [f for i in range(12, 25) for f in http_flows(side=0, at_ns=i * 5 * 10**9)]
+    assert edges(run(server_only + client_only)) == {EDGE: 23}
 
 
 def test_http_failures_are_5xx_grpc_errors_and_refusals() -> None:

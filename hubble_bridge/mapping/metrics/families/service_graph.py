@@ -61,6 +61,8 @@ _L4_PROTOCOLS = frozenset({"TCP", "UDP", "SCTP"})
 # then counts again). Endpoint names cached by serialized endpoint.
 MAX_PENDING = 65536
 MAX_NODES = 8192
+# Sightings of one exchange key waiting for the other end's (identical requests in one window).
+MAX_UNMATCHED = 1024
 TO_PROXY = 1  # trace sub-type (bpf/lib/trace.h): the packet went to the L7 proxy
 SIDECAR_TYPE_URL = "type.googleapis.com/" + sidecar_pb2.SidecarFlow.DESCRIPTOR.full_name
 _Ext = sidecar_pb2.SidecarFlow
@@ -77,9 +79,9 @@ class _Exchange:
         self.seen_ns = seen_ns
         self.edge: tuple[str, ...] = ()
         self.failed = False
-        # L7: sightings per side (0 client, 1 server) not yet matched by the other side's, and
-        # responses a proxy will still log for requests it refused itself.
-        self.unmatched = [0, 0]
+        # L7: per side (0 client, 1 server), the times of sightings not yet matched by the other
+        # side's, oldest first; and responses a proxy will still log for requests it refused itself.
+        self.unmatched: tuple[list[int], list[int]] = ([], [])
         self.skip = [0, 0]
         self.state = 0  # TCP: 1 once a SYN-ACK answered
 
@@ -326,12 +328,19 @@ class ServiceGraphFamily(Family):
             elif exchange.skip[side]:
                 exchange.skip[side] -= 1
                 return
-            if exchange.unmatched[other]:
-                exchange.unmatched[other] -= 1  # the other end's sighting of this same exchange
+            waiting = exchange.unmatched[other]
+            # Sightings of the other end from before the window are other exchanges, long counted.
+            while waiting and now_ns - waiting[0] > window_ns:
+                del waiting[0]
+            if waiting:
+                del waiting[0]  # the other end's sighting of this same exchange
                 if failed:
                     self._fail(exchange)
             else:
-                exchange.unmatched[side] += 1
+                mine = exchange.unmatched[side]
+                if len(mine) >= MAX_UNMATCHED:
+                    del mine[0]
+                mine.append(now_ns)
                 self._count(exchange, failed)
             if latency > 0:
                 observe(exchange.edge, latency / 1e9, *facts.exemplar())
