@@ -207,11 +207,13 @@ def test_dashboard_queries_use_metrics_and_labels_the_bridge_produces() -> None:
         assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
         for target in panel["targets"]:
             expr = target["expr"]
-            metrics = set(re.findall(r"\b((?:hubble|http)_[a-z_]+)\s*[{[]", expr))
+            metrics = set(re.findall(r"\b((?:hubble|http|traces)_[a-z_]+)\s*[{[]", expr))
             assert metrics, (panel["title"], expr)
             unknown = metrics - set(produced)
             assert not unknown, f"{panel['title']}: the bridge does not produce {unknown}"
-            available = set().union(*(produced[m] for m in metrics))
+            # Labels the query makes: label_replace(v, "dst", "repl", ...), label_join(v, "dst", "sep", ...).
+            created = set(re.findall(r'"([a-z_]+)",\s*"[^"]*",\s*"', expr))
+            available = set().union(*(produced[m] for m in metrics)) | created
             grouped = {x.strip() for group in re.findall(r"by \(([^)]*)\)", expr) for x in group.split(",")}
             matched = set(re.findall(r"([a-z_]+)\s*(?:=~|!~|!=|=)\s*\"", expr))
             missing = (grouped | matched) - available - PROMQL_WORDS
