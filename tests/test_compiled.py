@@ -22,6 +22,9 @@ from tests.conftest import flow_files, require
 
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN = REPO / "tests" / "compiled_golden.py"
+# Building 28 extensions takes a few minutes on two busy cores: more than the suite's 300 s per test,
+# which the build's own subprocess timeout (900 s) already bounds.
+pytestmark = pytest.mark.timeout(1200)
 
 
 def _python(tree: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
