@@ -10,6 +10,7 @@ Settings that contradict the scheme are errors, so nothing silently downgrades.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -232,8 +233,12 @@ def _read_env(environ: Mapping[str, str], prefix: str, errors: list[str]) -> dic
             out[name] = raw.lower() == "true"
         elif name == "timeout_s":
             try:
-                out[name] = float(raw) / 1000.0
+                millis = float(raw)
             except ValueError:
+                millis = math.nan
+            if math.isfinite(millis):  # NaN would pass every later bound check and never export
+                out[name] = millis / 1000.0
+            else:
                 errors.append(f"{var}: expected milliseconds, got {raw!r}")
         else:
             out[name] = raw.lower() if name in ("protocol", "compression") else raw
