@@ -192,7 +192,7 @@ def _key_value(text: str, flag: str) -> tuple[str, str]:
     """K=V as given: the value is kept whole (commas included), unlike the environment's k=v,k=v form."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise BridgeError(f"{flag}: {text!r} is not KEY=VALUE")
+        raise BridgeError(f"{flag}: expected KEY=VALUE")  # the text is not shown: it may be a credential
     return key.strip(), value
 
 

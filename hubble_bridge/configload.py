@@ -193,12 +193,12 @@ def parse_key_values(text: str | list[str], path: str, errors: list[str]) -> dic
     """ "k=v,k2=v2" (or a list of "k=v") into a dict."""
     items = text.split(",") if isinstance(text, str) else text
     out: dict[str, str] = {}
-    for item in items:
+    for number, item in enumerate(items, 1):
         if not item.strip():
             continue
         key, sep, val = item.partition("=")
         if not sep or not key.strip():
-            errors.append(f"{path}: {item!r} is not KEY=VALUE")
+            errors.append(f"{path}: item {number} is not KEY=VALUE")  # unquoted: it may hold a secret
             continue
         out[key.strip()] = val.strip()
     return out

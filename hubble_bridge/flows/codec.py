@@ -7,6 +7,7 @@ Unknown fields are errors, never silently ignored.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -64,10 +65,38 @@ def _parse(data: dict[str, Any], message_type: Any) -> Any:
         # json_format's rules and errors, decoded several times faster (see fastjson).
         return parse_dict(data, message_type)
     except json_format.ParseError as exc:
-        # ParseError appends a list of every field name; the first line says it all.
-        raise FlowDecodeError(str(exc).splitlines()[0]) from None
+        raise FlowDecodeError(_value_free(str(exc).splitlines()[0], message_type)) from None
     except (TypeError, ValueError, AttributeError) as exc:  # type errors deep in ParseDict
-        raise FlowDecodeError(f"invalid value: {exc}") from None
+        raise FlowDecodeError(
+            f"invalid value in {message_type.DESCRIPTOR.name} ({type(exc).__name__})"
+        ) from None
+
+
+_FAILED_FIELD = re.compile(r"Failed to parse (\w+) field")
+_AT_PATH = re.compile(r' at "?([\w.]+?)\.?"?\.?$')
+_ENUM_TYPE = re.compile(r"for enum type ([\w.]+)")
+_UNKNOWN_FIELD = re.compile(r'has no field named "([^"]{1,64})"')
+
+
+def _value_free(message: str, message_type: Any) -> str:
+    """ParseError's message without the values it quotes: a line's value may be a credential.
+
+    protobuf's text repeats the offending value ("... which is {'Authorization': 'Bearer ...'}",
+    "invalid literal for int(): '...'"); only the field's path and the kind of problem are kept.
+    """
+    chain = _FAILED_FIELD.findall(message)
+    at = _AT_PATH.search(message)
+    path = at.group(1) if at else ""
+    path = path.removeprefix(message_type.DESCRIPTOR.name + ".")
+    unknown = _UNKNOWN_FIELD.search(message)
+    if unknown:  # a field name, not a value; the path is the message that lacks it
+        return f'unknown field "{unknown.group(1)}" in {path or "the event"}'
+    if chain and not path.endswith(chain[-1]):
+        path = f"{path}.{chain[-1]}" if path else ".".join(chain)
+    enum = _ENUM_TYPE.search(message)
+    if enum:
+        return f"invalid value in field {path}: not a {enum.group(1)} name or number"
+    return f"invalid value in field {path or message_type.DESCRIPTOR.name}"
 
 
 def to_json_dict(message: Any) -> dict[str, Any]:

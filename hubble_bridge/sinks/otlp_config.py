@@ -248,12 +248,13 @@ def _read_env(environ: Mapping[str, str], prefix: str, errors: list[str]) -> dic
 def parse_encoded_pairs(text: str, where: str, errors: list[str]) -> dict[str, str]:
     """`k=v,k2=v2` with URL-encoded keys and values: OTEL_EXPORTER_OTLP_HEADERS, OTEL_RESOURCE_ATTRIBUTES."""
     headers: dict[str, str] = {}
-    for item in text.split(","):
+    for number, item in enumerate(text.split(","), 1):
         if not item.strip():
             continue
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            errors.append(f"{where}: {item.strip()!r} is not key=value")
+            # Not quoted: the item may be a header with its credential ("Authorization Bearer ...").
+            errors.append(f"{where}: item {number} is not key=value")
             continue
         headers[unquote(key.strip())] = unquote(value.strip())
     return headers
