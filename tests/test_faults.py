@@ -163,8 +163,17 @@ def hostile_relay(responses: list[observer_pb2.GetFlowsResponse]) -> Iterator[tu
         yield from payloads
         done.wait(120)  # an open, quiet stream: a reconnect would show as a second pass
 
+    def answer(response: bytes) -> grpc.RpcMethodHandler:
+        return grpc.unary_unary_rpc_method_handler(lambda request, context: response)
+
+    # bytes in, bytes out; ServerStatus and GetNodes answer as an empty Relay does
     handler = grpc.method_handlers_generic_handler(
-        "observer.Observer", {"GetFlows": grpc.unary_stream_rpc_method_handler(get_flows)}
+        "observer.Observer",
+        {
+            "GetFlows": grpc.unary_stream_rpc_method_handler(get_flows),
+            "ServerStatus": answer(observer_pb2.ServerStatusResponse(num_flows=205).SerializeToString()),
+            "GetNodes": answer(observer_pb2.GetNodesResponse().SerializeToString()),
+        },
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), handlers=[handler])
     port = server.add_insecure_port("127.0.0.1:0")
@@ -188,7 +197,7 @@ def test_undecodable_relay_messages_are_skipped_and_counted_on_every_path(
             assert receiver.wait_for(
                 lambda: flows_processed(receiver) == good and self_metric(receiver, "input.invalid") == bad,
                 timeout=60,
-            ), bridge.output
+            ), (flows_processed(receiver), self_metric(receiver, "input.invalid"), bridge.output)
             assert self_metric(receiver, "source.reconnects") == 0  # before the fix: a reconnect loop
             assert bridge.stop() == 0, bridge.output
         finally:
@@ -212,7 +221,7 @@ def test_exports_resume_promptly_after_the_backend_restarts(
     receiver = OtlpReceiver().start()
     otlp_port = int(receiver.grpc_endpoint.rsplit(":", 1)[1])
     bridge = CliProcess(
-        "bridge", "--relay", f"127.0.0.1:{port}", "--since", "2000-01-01T00:00:00Z", "--verbose",
+        "-v", "bridge", "--relay", f"127.0.0.1:{port}", "--since", "2000-01-01T00:00:00Z",
         "--config", str(config), "--otlp-endpoint", receiver.grpc_endpoint, "--otlp-insecure",
     )  # fmt: skip
     try:

@@ -22,7 +22,7 @@ from hubble_bridge.api import observer_pb2
 from hubble_bridge.errors import BridgeError, ConfigError
 from hubble_bridge.filters import filters_from_json
 from hubble_bridge.flows.codec import event_time_ns
-from hubble_bridge.sources.relay import RelayClient, build_request, lenient_decode
+from hubble_bridge.sources.relay import FlowStream, RelayClient, build_request, lenient_decode
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,15 @@ class ResilientRelaySource:
         self._recent: deque[tuple[int, object]] = deque()
         self._recent_keys: set[object] = set()
         self.duplicates = 0
-        self.invalid_messages = 0  # messages the stream carried that protobuf could not decode
+        self._invalid = 0  # messages earlier streams carried that protobuf could not decode
+        self._stream: FlowStream | None = None  # the open stream, which counts its own
         self.connected = threading.Event()  # a stream is open (readiness)
+
+    @property
+    def invalid_messages(self) -> int:
+        """Messages the streams carried that protobuf could not decode, the open stream's included."""
+        stream = self._stream
+        return self._invalid + (stream.undecodable if stream is not None else 0)
 
     def close(self) -> None:
         self._closed.set()
@@ -126,21 +133,22 @@ class ResilientRelaySource:
                 if self._first and not resumed:
                     request.number = self._first
                 raw = self._raw
-                stream = client.get_flows(request, raw=raw)
+                stream = self._stream = client.get_flows(request, raw=raw)
                 self.connected.set()
                 try:
                     for response in stream:
                         attempt = 0
                         event = lenient_decode(response) if raw else response  # type: ignore[arg-type]
                         if event is None:
-                            self.invalid_messages += 1
+                            self._invalid += 1
                             continue
                         if self._seen(event):  # type: ignore[arg-type]
                             self.duplicates += 1
                             continue
                         yield response
                 finally:
-                    self.invalid_messages += stream.undecodable
+                    self._stream = None
+                    self._invalid += stream.undecodable
                 if self._first:
                     return  # a bounded request ended normally
                 raise BridgeError(f"stream from {self.target} ended")
