@@ -246,7 +246,8 @@ def test_exports_resume_promptly_after_the_backend_restarts(
     [(sent, dropped)] = _summary_counts(bridge.output, "traces")
     assert dropped > 0  # the outage really dropped batches...
     assert sent + dropped == _expected_spans(responses)  # ...and every one is counted
-    assert len(receiver.spans()) == sent
+    # A batch the receiver took just as it was stopped reached it, but its call failed: counted as dropped.
+    assert sent <= len(receiver.spans()) <= sent + 20
 
 
 # ---- 5. a truncated .gz keeps every complete line ----------------------------------------------------
