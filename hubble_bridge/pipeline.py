@@ -25,6 +25,7 @@ from google.protobuf.message import DecodeError
 
 from hubble_bridge import __version__
 from hubble_bridge.api import flow_pb2, observer_pb2, relay_pb2
+from hubble_bridge.backoff import backoff_s
 from hubble_bridge.config import BridgeConfig
 from hubble_bridge.flows.codec import enum_name
 from hubble_bridge.gc_tuning import young_threshold_raised
@@ -467,8 +468,9 @@ class Bridge:
             job.signal
         ]
         give_up = time.monotonic() + self.config.export.retry_max_s
-        backoff = 0.5
+        attempt = 0
         while True:
+            attempt += 1
             started = time.monotonic()
             try:
                 ok = method(job.items)  # type: ignore[arg-type]
@@ -484,7 +486,7 @@ class Bridge:
                 return
             drop_oldest = self.config.export.overflow == "drop_oldest"
             newer_waiting = drop_oldest and self._jobs[job.signal].qsize() > 0
-            if newer_waiting or time.monotonic() + backoff > give_up or self._abort.wait(backoff):
+            delay = backoff_s(attempt, 0.5, 5.0)
+            if newer_waiting or time.monotonic() + delay > give_up or self._abort.wait(delay):
                 self._count_dropped(job, [sink])
                 return
-            backoff = min(backoff * 2, 5.0)

@@ -16,9 +16,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
-from tenacity import wait_exponential_jitter
-
 from hubble_bridge.api import observer_pb2
+from hubble_bridge.backoff import backoff_s
 from hubble_bridge.errors import BridgeError, ConfigError
 from hubble_bridge.filters import filters_from_json
 from hubble_bridge.flows.codec import event_time_ns
@@ -85,7 +84,7 @@ class ResilientRelaySource:
         self._closed = threading.Event()
         self._client: RelayClient | None = None
         self._lock = threading.Lock()
-        self._wait = wait_exponential_jitter(multiplier=0.2, max=max_backoff_s, jitter=0.5)
+        self._max_backoff_s = max_backoff_s
         self._last_ns = 0
         self._future_limit_ns = 0  # now + FUTURE_LIMIT_NS, refreshed only when a time passes it
         self._recent: deque[tuple[int, object]] = deque()
@@ -157,7 +156,7 @@ class ResilientRelaySource:
                 if self._closed.is_set():
                     return
                 attempt += 1
-                delay = self._wait(_RetryState(attempt))
+                delay = backoff_s(attempt, 0.2, self._max_backoff_s, jitter_s=0.5)
                 log.warning("%s; reconnecting in %.1fs (attempt %d)", exc, delay, attempt)
                 if self._on_reconnect:
                     self._on_reconnect()
@@ -234,10 +233,3 @@ def parse_since(value: str, now_ns: int | None = None) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp()) * 10**9 + moment.microsecond * 1000
-
-
-class _RetryState:
-    """The part of tenacity's RetryCallState that its wait strategies read."""
-
-    def __init__(self, attempt: int) -> None:
-        self.attempt_number = attempt
