@@ -85,7 +85,9 @@ def _build(cls: type[T], data: Any, where: str, errors: list[str]) -> T:
             continue
         before = len(errors)
         coerced = _coerce(hints[name], value, path, errors)
-        if len(errors) == before:  # a bad value keeps the default, so later checks do not report it again
+        # A bad value keeps the default, so later checks do not report it again; a section keeps its
+        # good keys (its bad ones kept their defaults inside).
+        if len(errors) == before or dataclasses.is_dataclass(hints[name]):
             kwargs[name] = coerced
     try:
         return cls(**kwargs)

@@ -114,6 +114,7 @@ class Bridge:
         self._abort = threading.Event()  # shutdown deadline passed: stop retrying
         self._deadline: float | None = None  # monotonic time the shutdown must be done by
         self._deadline_lock = threading.Lock()
+        self._deadline_timer: threading.Timer | None = None
         self._last_export_ok = True
         self._undecodable = 0  # event bytes protobuf refused in the mapper
         # readiness: the source says when its stream is open; otherwise the first event tells
@@ -153,6 +154,8 @@ class Bridge:
             for exporter in exporters:
                 exporter.join(1.0)  # after _expire every retry and call in flight ends at once
             self._count_abandoned()
+            if self._deadline_timer is not None:
+                self._deadline_timer.cancel()  # done in time: no deadline warning later
         return 1 if self.error else 0
 
     def summary(self) -> str:
@@ -175,13 +178,8 @@ class Bridge:
 
     def _count_abandoned(self) -> None:
         for jobs in self._jobs.values():
-            while True:
-                try:
-                    job = jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if job is not None:
-                    self._count_dropped(job)
+            while self._drop_one(jobs):
+                pass
 
     def _count_dropped(self, job: _Job, sinks: Sequence[Sink] | None = None) -> None:
         """A job no sink (or only some) will get: dropped, counted for each sink that missed it."""
@@ -204,9 +202,9 @@ class Bridge:
                 return
             timeout = self.config.export.shutdown_timeout_s
             self._deadline = time.monotonic() + timeout
-        timer = threading.Timer(timeout, self._expire)
-        timer.daemon = True
-        timer.start()
+            self._deadline_timer = threading.Timer(timeout, self._expire)
+            self._deadline_timer.daemon = True
+            self._deadline_timer.start()
 
     def _time_left(self) -> float:
         deadline = self._deadline
@@ -214,12 +212,13 @@ class Bridge:
 
     def _expire(self) -> None:
         """The shutdown deadline passed: stop retrying and end calls in flight; the rest is dropped."""
-        if self._abort.is_set():
-            return
+        with self._deadline_lock:  # the timer and run() may both get here
+            if self._abort.is_set():
+                return
+            self._abort.set()
         log.warning(
             "flush deadline of %gs passed: dropping what is left", self.config.export.shutdown_timeout_s
         )
-        self._abort.set()
         with self._cond:
             self._cond.notify_all()
         for sink in self.sinks:
@@ -443,13 +442,15 @@ class Bridge:
             if drop_oldest or aborted:  # aborted: room for the end marker, so the exporter stops
                 self._drop_one(jobs)
 
-    def _drop_one(self, jobs: queue.Queue[_Job | None]) -> None:
+    def _drop_one(self, jobs: queue.Queue[_Job | None]) -> bool:
+        """Take the oldest job off `jobs`, counted as dropped; False when there was none."""
         try:
             old = jobs.get_nowait()
         except queue.Empty:
-            return
+            return False
         if old is not None:
             self._count_dropped(old)
+        return True
 
     # ---- exporters ---------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from hubble_bridge.config import BridgeConfig
 from hubble_bridge.errors import BridgeError
-from hubble_bridge.pipeline import Bridge, Sink
+from hubble_bridge.pipeline import Bridge, Sink, sink_name
 from hubble_bridge.sources.base import FlowSource
 from hubble_bridge.sources.peers import StreamSpec
 from hubble_bridge.sources.streams import StreamSet
@@ -86,6 +86,7 @@ class _WithoutMetrics:
 
     def __init__(self, sink: Sink) -> None:
         self._sink = sink
+        self.sink_name = sink_name(sink)  # counted under the wrapped sink's name
 
     def export_traces(self, spans: Sequence[SpanRecord]) -> bool:
         return self._sink.export_traces(spans)
