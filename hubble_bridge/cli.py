@@ -311,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--node-name", metavar="NAME", help="node name in flows (default $NODE_NAME, else host name)"
     )
     p.add_argument("--metrics-listen", metavar="ADDR", help="serve the sidecar's own metrics (BPF cost) here")
+    p.add_argument(
+        "--health-listen", metavar="ADDR", help="serve /healthz and /readyz here, for the kubelet's probes"
+    )
     p.add_argument("--probe-check", action="store_true", help="attach each probe once, say how it went, exit")
     _add_server_tls(p)
 
@@ -390,7 +393,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise BridgeError("sidecar needs at least one --interface")
         return run_sidecar(
             args.interface, args.listen, args.interval, tls=_server_tls(args), map_size=args.map_size,
-            node_name=args.node_name, metrics_listen=args.metrics_listen,
+            node_name=args.node_name, metrics_listen=args.metrics_listen, health_listen=args.health_listen,
         )  # fmt: skip
     if args.command == "bench":
         from hubble_bridge.bench import run_bench

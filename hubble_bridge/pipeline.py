@@ -108,6 +108,10 @@ class Bridge:
         self._mapping_lock = threading.Lock()  # guards the mapping state against /metrics scrapes
         self._source_done = threading.Event()
         self._stopping = threading.Event()
+        # A sink that carries only some signals (OTEL_<SIGNAL>_EXPORTER) is not sent, nor counted, the others.
+        self._sinks_of = {
+            signal: [s for s in self.sinks if signal in getattr(s, "signals", SIGNALS)] for signal in SIGNALS
+        }
         self._jobs: dict[str, queue.Queue[_Job | None]] = {
             signal: queue.Queue(maxsize=config.export.export_queue) for signal in SIGNALS
         }
@@ -183,7 +187,7 @@ class Bridge:
 
     def _count_dropped(self, job: _Job, sinks: Sequence[Sink] | None = None) -> None:
         """A job no sink (or only some) will get: dropped, counted for each sink that missed it."""
-        for sink in self.sinks if sinks is None else sinks:
+        for sink in self._sinks_of[job.signal] if sinks is None else sinks:
             name = sink_name(sink)
             self.stats.add("export.items", job.count, signal=job.signal, result="dropped", sink=name)
 
@@ -456,10 +460,11 @@ class Bridge:
 
     def _export_loop(self, signal: str) -> None:
         jobs = self._jobs[signal]
+        sinks = self._sinks_of[signal]
         while (job := jobs.get()) is not None:
-            for i, sink in enumerate(self.sinks):
+            for i, sink in enumerate(sinks):
                 if self._abort.is_set():
-                    self._count_dropped(job, self.sinks[i:])
+                    self._count_dropped(job, sinks[i:])
                     break
                 self._export_with_retry(sink, job)
 

@@ -158,8 +158,8 @@ def test_collector_prometheus_and_grafana_point_at_each_other() -> None:
     assert providers[0]["options"]["path"] in mounted
 
 
-@pytest.mark.skipif(
-    shutil.which("promtool") is None, reason="promtool (Debian package prometheus) not installed"
+@pytest.mark.prerequisite(
+    None if shutil.which("promtool") else "promtool (Debian package prometheus) is not installed"
 )
 def test_prometheus_config_passes_promtool() -> None:
     result = subprocess.run(
@@ -277,7 +277,9 @@ def test_kind_demo_pieces_fit_together() -> None:
         assert (REPO / path).exists(), f"kind-demo.sh refers to missing {path}"
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck (Debian package) not installed")
+@pytest.mark.prerequisite(
+    None if shutil.which("shellcheck") else "shellcheck (Debian package) is not installed"
+)
 def test_shell_scripts_pass_shellcheck() -> None:
     scripts = [REPO / "scripts" / "kind-demo.sh", *DEPLOY.rglob("*.sh")]
     result = subprocess.run(["shellcheck", *map(str, scripts)], capture_output=True, text=True, timeout=60)

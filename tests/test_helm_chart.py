@@ -291,9 +291,23 @@ def test_node_mode_with_the_sidecar() -> None:
         "sidecar",
         "--listen=127.0.0.1:4250",
         "--interval=10",
+        "--health-listen=:9979",
         "--interface=eth0",
         "--interface=ens5",
     ]
+    # Every probe is an HTTP GET the kubelet sends to a port the container declares: no process is
+    # started per probe, and on the host network the kubelet reaches `:9979` (all addresses).
+    for container in by_name.values():
+        declared = {port["name"] for port in container.get("ports", [])}
+        for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+            probe = container.get(kind)
+            if probe is not None:
+                assert set(probe) - {"periodSeconds", "failureThreshold", "timeoutSeconds"} == {"httpGet"}, (
+                    kind
+                )
+                assert probe["httpGet"]["port"] in declared, (container["name"], kind)
+    assert sidecar["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "sidecar-health"}
+    assert sidecar["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "sidecar-health"}
     sc = sidecar["securityContext"]
     assert set(sc["capabilities"]["add"]) == SIDECAR_CAPS and sc["capabilities"]["drop"] == ["ALL"]
     assert sc["privileged"] is False and sc["allowPrivilegeEscalation"] is False

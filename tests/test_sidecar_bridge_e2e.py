@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import urllib.request
 
 import pytest
 
@@ -17,7 +18,7 @@ from tests.otlp_receiver import OtlpReceiver, attrs, latest_points
 from tests.procs import CliProcess, free_port
 
 MISSING = missing_prerequisite()
-pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"real eBPF: {MISSING}")
+pytestmark = pytest.mark.prerequisite(MISSING and f"real eBPF: {MISSING}")
 
 DATAGRAMS, PAYLOAD = 25, 100
 IP_UDP_HEADERS = 28
@@ -57,3 +58,26 @@ def test_bridge_maps_sidecar_flows_with_byte_and_packet_counters() -> None:
             assert bridge.stop() == 0, bridge.output
     finally:
         assert sidecar.stop(signal.SIGTERM) == 0, sidecar.output
+
+
+def test_sidecar_answers_the_kubelets_http_probes_while_it_serves() -> None:
+    """The chart probes the sidecar over HTTP (helm/hubble-otlp/templates/_sidecar.tpl), not by exec."""
+    port, health = free_port(), free_port()
+    sidecar = CliProcess(
+        "sidecar",
+        "--interface",
+        "lo",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--health-listen",
+        f"127.0.0.1:{health}",
+    )
+    try:
+        sidecar.wait_for_line(r"flows every .* on 127\.0\.0\.1")
+        for path in ("/readyz", "/healthz"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{health}{path}", timeout=10) as response:
+                assert (response.status, response.read()) == (200, b"ok\n"), path
+    finally:
+        assert sidecar.stop(signal.SIGTERM) == 0, sidecar.output
+    with pytest.raises(OSError):  # stopped with the sidecar
+        urllib.request.urlopen(f"http://127.0.0.1:{health}/readyz", timeout=10)

@@ -35,10 +35,9 @@ def to_otlp_json(request: ExportRequest) -> dict[str, Any]:
 class OtlpJsonFileSink:
     """Appends one OTLP/JSON line per export to `path` ("-" for standard output); thread-safe."""
 
-    sink_name = "file"  # in the self-metrics and the exit summary
-
     def __init__(self, path: str | Path, scope_version: str = __version__) -> None:
         self.path = str(path)
+        self.sink_name = "console" if self.path == "-" else "file"  # in the self-metrics and the summary
         self._scope_version = scope_version
         self._lock = threading.Lock()
         self._closed = False
