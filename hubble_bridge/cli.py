@@ -106,8 +106,16 @@ def _add_export_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--print-config", action="store_true", help="print the effective configuration and exit")
 
 
-def _flag_layer(args: argparse.Namespace) -> dict[str, Any]:
-    """Only the flags the user gave, as a config layer."""
+def _flag_layer(args: argparse.Namespace, problems: list[str]) -> dict[str, Any]:
+    """Only the flags the user gave, as a config layer; malformed flags go to `problems`."""
+
+    def collected(parse: Any, *parse_args: str) -> Any:
+        try:
+            return parse(*parse_args)
+        except BridgeError as exc:
+            problems.append(str(exc))
+            return None
+
     otlp: dict[str, Any] = {}
     for flag, key in (
         ("otlp_endpoint", "endpoint"),
@@ -121,7 +129,8 @@ def _flag_layer(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, flag, None) is not None:
             otlp[key] = getattr(args, flag)
     if args.otlp_header:
-        otlp["headers"] = dict(_key_value(h, "--otlp-header") for h in args.otlp_header)
+        pairs = [collected(_key_value, h, "--otlp-header") for h in args.otlp_header]
+        otlp["headers"] = dict(p for p in pairs if p is not None)
     export: dict[str, Any] = {}
     if args.no_otlp:
         export["otlp"] = False
@@ -156,9 +165,8 @@ def _flag_layer(args: argparse.Namespace) -> dict[str, Any]:
     for name in ("allow", "deny"):
         values = getattr(args, name, None)
         if values:
-            source["whitelist" if name == "allow" else "blacklist"] = [
-                _json_arg(v, f"--{name}") for v in values
-            ]
+            parsed = [collected(_json_arg, v, f"--{name}") for v in values]
+            source["whitelist" if name == "allow" else "blacklist"] = [f for f in parsed if f is not None]
     tls = _client_tls_layer(args)
     if tls:
         source["tls"] = tls
@@ -184,7 +192,7 @@ def _key_value(text: str, flag: str) -> tuple[str, str]:
     """K=V as given: the value is kept whole (commas included), unlike the environment's k=v,k=v form."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise BridgeError(f"{flag}: {text!r} is not KEY=VALUE")
+        raise BridgeError(f"{flag}: expected KEY=VALUE")  # the text is not shown: it may be a credential
     return key.strip(), value
 
 
@@ -357,7 +365,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from hubble_bridge.app import run_bridge
         from hubble_bridge.config import load_config
 
-        config = load_config(_flag_layer(args), args.config)
+        flag_problems: list[str] = []
+        config = load_config(_flag_layer(args, flag_problems), args.config, problems=flag_problems)
         if args.print_config:
             print(config.masked_yaml(), end="")
             return 0

@@ -8,6 +8,7 @@ them and `load_config` resolves the layers, reporting every problem at once.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -15,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-from hubble_bridge.configload import build, load_yaml, merge, to_plain, validate_parts
+from hubble_bridge.configload import build_collecting, load_yaml, merge, to_plain, validate_parts
 from hubble_bridge.errors import BridgeError, ConfigError
 from hubble_bridge.k8s.leader import LeaderElectionConfig
 from hubble_bridge.mapping.logs import LogConfig
@@ -157,14 +158,17 @@ class BridgeConfig:
         return yaml.safe_dump(plain, sort_keys=False)
 
 
-def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
-    """The non-OTLP environment variables as a config layer (OTLP ones go through OtlpConfig.from_env)."""
+def env_layer(environ: Mapping[str, str], errors: list[str] | None = None) -> dict[str, Any]:
+    """The non-OTLP environment variables as a config layer (OTLP ones go through OtlpConfig.from_env).
+
+    Problems go to `errors` when given (so they are reported with all others), else raise ConfigError.
+    """
     layer: dict[str, Any] = {}
-    errors: list[str] = []
+    problems: list[str] = []
     if environ.get("OTEL_SERVICE_NAME"):
         layer["service_name"] = environ["OTEL_SERVICE_NAME"]
     if environ.get("OTEL_RESOURCE_ATTRIBUTES"):
-        attrs = parse_encoded_pairs(environ["OTEL_RESOURCE_ATTRIBUTES"], "OTEL_RESOURCE_ATTRIBUTES", errors)
+        attrs = parse_encoded_pairs(environ["OTEL_RESOURCE_ATTRIBUTES"], "OTEL_RESOURCE_ATTRIBUTES", problems)
         layer["resource_attributes"] = attrs
         if "service.name" in attrs and "service_name" not in layer:
             layer["service_name"] = attrs["service.name"]
@@ -183,12 +187,19 @@ def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
             if not raw:
                 continue
             try:
-                values.append(float(raw) / scale if scale else int(raw))
+                value: float | None = float(raw) / scale if scale else int(raw)
             except ValueError:
-                errors.append(f"{var}: expected {'milliseconds' if scale else 'a whole number'}, got {raw!r}")
+                value = None
+            # NaN passes every later bound check (and would stop exports silently); infinity waits forever
+            if value is None or not math.isfinite(value):
+                problems.append(
+                    f"{var}: expected {'milliseconds' if scale else 'a whole number'}, got {raw!r}"
+                )
+                continue
+            values.append(value)
         if values:
             export[key] = min(values)
-    _exporter_choices(environ, export, layer, errors)
+    _exporter_choices(environ, export, layer, problems)
     if export:
         layer["export"] = export
     aggregation = environ.get("OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION", "").strip().lower()
@@ -198,8 +209,10 @@ def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
         layer["source"] = {"relay": environ["HUBBLE_OTLP_RELAY"]}
     if environ.get("HUBBLE_OTLP_CLUSTER_NAME"):
         layer["cluster_name"] = environ["HUBBLE_OTLP_CLUSTER_NAME"]
-    if errors:
-        raise ConfigError("invalid environment: " + "; ".join(errors))
+    if errors is not None:
+        errors.extend(problems)
+    elif problems:
+        raise ConfigError("invalid environment: " + "; ".join(problems))
     return layer
 
 
@@ -244,16 +257,40 @@ def load_config(
     flags: dict[str, Any],
     config_file: str | None = None,
     environ: Mapping[str, str] | None = None,
+    problems: list[str] | None = None,
 ) -> BridgeConfig:
-    """Resolve defaults < file < environment < flags into a validated BridgeConfig."""
+    """Resolve defaults < file < environment < flags into a validated BridgeConfig.
+
+    Every problem of every layer is collected first and reported once, in one ConfigError: a bad
+    environment variable must not hide the file's mistakes. `problems` holds what the caller found
+    already (the flags' own syntax).
+    """
     environ = os.environ if environ is None else environ
-    file_layer = load_yaml(config_file) if config_file else {}
-    data = merge(merge(file_layer, env_layer(environ)), {})
-    # OTLP env vars sit between the file and the flags.
-    without_flags = build(BridgeConfig, data)
-    otlp = OtlpConfig.from_env(environ, without_flags.otlp)
-    data["otlp"] = merge(to_plain(otlp), {})
+    problems = list(problems or [])
+    file_layer: dict[str, Any] = {}
+    if config_file:
+        try:
+            file_layer = load_yaml(config_file)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    data = merge(file_layer, env_layer(environ, problems))
+    # OTLP env vars sit between the file and the flags. The file's bad values are reported by this
+    # first build (they keep their defaults from here on); the final build repeats the others, and
+    # repeats are dropped below.
+    without_flags = build_collecting(BridgeConfig, data, problems)
+    try:
+        otlp = OtlpConfig.from_env(environ, without_flags.otlp)
+    except ConfigError as exc:
+        problems.append(str(exc).removeprefix("invalid OTLP environment: "))
+        otlp = without_flags.otlp
+    data["otlp"] = to_plain(otlp)
     data = merge(data, flags)
-    config = build(BridgeConfig, data).resolved()
-    config.validate()
+    config = build_collecting(BridgeConfig, data, problems).resolved()
+    try:
+        config.validate()
+    except ConfigError as exc:
+        problems.append(str(exc).removeprefix("invalid configuration: "))
+    if problems:
+        # The same problem can come from two stages (a per-signal check, a layer seen twice): once each.
+        raise ConfigError("invalid configuration: " + "; ".join(dict.fromkeys(problems)))
     return config

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from hubble_bridge.errors import BridgeError, ConfigError
-from hubble_bridge.sinks.http_server import HttpEndpoint, parse_listen
+from hubble_bridge.server.address import ListenAddress, parse_listen
+from hubble_bridge.sinks.http_server import HttpEndpoint
 from hubble_bridge.sinks.prometheus import (
     OPENMETRICS_CONTENT_TYPE,
     TEXT_CONTENT_TYPE,
@@ -234,9 +235,11 @@ def test_bad_listen_addresses(listen: str) -> None:
 
 
 def test_listen_forms() -> None:
-    assert parse_listen(":9965") == ("0.0.0.0", 9965)
-    assert parse_listen("[::1]:9965") == ("::1", 9965)
-    assert parse_listen("127.0.0.1:0") == ("127.0.0.1", 0)
+    assert parse_listen(":9965") == ListenAddress("", 9965)
+    assert parse_listen("[::1]:9965") == ListenAddress("::1", 9965)
+    assert parse_listen("127.0.0.1:0") == ListenAddress("127.0.0.1", 0)
+    with pytest.raises(ConfigError, match="unix sockets are not supported here"):
+        HttpEndpoint("unix:///tmp/x.sock", {})
 
 
 def test_a_port_in_use_is_one_line_error() -> None:

@@ -303,8 +303,8 @@ def test_malformed_listen_addresses_name_the_value(value: str) -> None:
 
 
 def test_listen_forms() -> None:
-    assert parse_listen(":4245") == "[::]:4245"
-    assert parse_listen("[::1]:0") == "[::1]:0"
+    assert parse_listen(":4245").grpc_address() == "[::]:4245"
+    assert parse_listen("[::1]:0").grpc_address() == "[::1]:0"
     server = ObserverServer(EventStore(), ":0")
     address = server.start()
     assert address.startswith("[::]:") and not address.endswith(":0")

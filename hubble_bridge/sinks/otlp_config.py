@@ -10,6 +10,7 @@ Settings that contradict the scheme are errors, so nothing silently downgrades.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -269,8 +270,12 @@ def _read_env(environ: Mapping[str, str], prefix: str, errors: list[str]) -> dic
             out[name] = raw.lower() == "true"
         elif name == "timeout_s":
             try:
-                out[name] = float(raw) / 1000.0
+                millis = float(raw)
             except ValueError:
+                millis = math.nan
+            if math.isfinite(millis):  # NaN would pass every later bound check and never export
+                out[name] = millis / 1000.0
+            else:
                 errors.append(f"{var}: expected milliseconds, got {raw!r}")
         else:
             out[name] = raw.lower() if name in ("protocol", "compression") else raw
@@ -280,12 +285,13 @@ def _read_env(environ: Mapping[str, str], prefix: str, errors: list[str]) -> dic
 def parse_encoded_pairs(text: str, where: str, errors: list[str]) -> dict[str, str]:
     """`k=v,k2=v2` with URL-encoded keys and values: OTEL_EXPORTER_OTLP_HEADERS, OTEL_RESOURCE_ATTRIBUTES."""
     headers: dict[str, str] = {}
-    for item in text.split(","):
+    for number, item in enumerate(text.split(","), 1):
         if not item.strip():
             continue
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            errors.append(f"{where}: {item.strip()!r} is not key=value")
+            # Not quoted: the item may be a header with its credential ("Authorization Bearer ...").
+            errors.append(f"{where}: item {number} is not key=value")
             continue
         headers[unquote(key.strip())] = unquote(value.strip())
     return headers

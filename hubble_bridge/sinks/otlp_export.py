@@ -70,6 +70,8 @@ class _Interrupted(Exception):
 class OtlpExporter:
     """Exports to one OTLP endpoint per signal; safe to call from several threads."""
 
+    sink_name = "otlp"  # in the self-metrics and the exit summary
+
     def __init__(
         self,
         config: OtlpConfig,

@@ -93,8 +93,19 @@ def _read(path: str) -> bytes:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
 
 
+# gRPC's default reconnect backoff grows to 120 s: after a collector outage, calls kept failing fast
+# on a channel still waiting out its backoff, for many seconds after the collector was back. Capped at
+# 1 s, the channel notices a returning collector within about a second; the exporter's own retry
+# backoff (otlp_export) still spaces the calls.
+RECONNECT_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
+
 def grpc_channel(settings: SignalSettings) -> grpc.Channel:
-    options = [("grpc.primary_user_agent", USER_AGENT)]
+    options = [("grpc.primary_user_agent", USER_AGENT), *RECONNECT_OPTIONS]
     if not settings.tls:
         return grpc.insecure_channel(settings.target, options=options)
     creds = grpc.ssl_channel_credentials(
