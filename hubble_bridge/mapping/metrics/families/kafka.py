@@ -19,7 +19,8 @@ class KafkaFamily(Family):
         self.requests = Counter("hubble.kafka_requests", "Count of Kafka requests", labels, limit)
         self.duration = Histogram(
             "hubble.kafka_request_duration",
-            "Quantiles of Kafka request duration in seconds",
+            # sic: Hubble's own help text here (cilium pkg/hubble/metrics/kafka/handler.go)
+            "Quantiles of HTTP request duration in seconds",
             (*ctx, "topic", "api_key", "reporter"),
             limit,
             PROMETHEUS_DEFAULT_BUCKETS,
