@@ -425,6 +425,23 @@ def test_flows_to_world_skips_flows_without_event_type() -> None:
     assert counts(agg, "hubble.flows_to_world") == {(("protocol", "TCP"), ("verdict", "FORWARDED")): 1}
 
 
+# pkg/hubble/metrics/icmp/handler.go labels ICMPv6 family="IPv4" too; kafka/handler.go writes
+# error_code with Go's string(int32).
+def test_icmp_and_kafka_labels_as_hubble_writes_them() -> None:
+    v6 = response(verdict="FORWARDED", event_type={"type": 4}, l4={"ICMPv6": {"type": 128}})
+    want = {(("family", "IPv4"), ("type", "EchoRequest")): 1}
+    assert counts(aggregate(["icmp"], v6), "hubble.icmp") == want
+    kafka = [
+        response(
+            verdict="FORWARDED", event_type={"type": 129}, traffic_direction="EGRESS",
+            l7={"type": "REQUEST", "kafka": {"error_code": code, "api_key": "produce", "topic": "t"}},
+        )
+        for code in (0, 3, 65, -1)
+    ]  # fmt: skip
+    got = {attrs[2][1] for attrs in counts(aggregate(["kafka"], *kafka), "hubble.kafka_requests")}
+    assert got == {"\x00", "\x03", "A", "\ufffd"}
+
+
 # Each family's HELP text, byte for byte, from its handler.go in pkg/hubble/metrics/<family>/.
 HELP = {
     "dns": {"hubble_dns_queries_total": "Number of DNS queries observed",
