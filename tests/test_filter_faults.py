@@ -9,8 +9,8 @@ patterns.py), and CEL's `matches()` is RE2 too (cel-cpp). This test makes the at
 Outcome asserted: the hostile call returns exactly the matching flows; another client's calls
 are answered while the hostile call is open; the server then stops on SIGTERM. The hostile
 call carries a deadline, because a bound on time is the guarantee itself: GRACE_S plus
-S_PER_THOUSAND per thousand flows, generous on a loaded 2-core machine (measured: ~0.1 s for
-the whole call here), and still some 10^4 times below what one backtracking search costs.
+S_PER_THOUSAND per thousand flows, generous on a loaded 2-core machine (the whole call took
+0.14-0.36 s here), and still thousands of times below what one backtracking search costs.
 """
 
 from __future__ import annotations
