@@ -416,6 +416,30 @@ def test_context_identifiers_and_labels_are_cilium_lists() -> None:
     assert errors == []
 
 
+# pkg/hubble/metrics/api/context.go getLabelValues(invert=true), used by httpV2: each side is
+# computed with its own option on the response (server -> client), then the two swapped; so with
+# only one of sourceContext / destinationContext its label is always "" (the unset side's value).
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ("sourceContext=pod", (("source", ""),)),
+        ("destinationContext=pod", (("destination", ""),)),
+        ("sourceContext=pod;destinationContext=namespace",
+         (("source", "shop"), ("destination", "db/redis-0"))),
+        ("labelsContext=source_pod,destination_namespace",
+         (("source_pod", "cart-7d9f8b6c5-x2x4z"), ("destination_namespace", "db"))),
+    ],
+)  # fmt: skip
+def test_http_v2_context_swap_as_hubble(options: str, expected: tuple[tuple[str, str], ...]) -> None:
+    server = {"namespace": "db", "pod_name": "redis-0"}
+    reply = response(
+        source=server, destination=SRC, traffic_direction="INGRESS", event_type={"type": 129},
+        l7={"type": "RESPONSE", "latency_ns": "1000", "http": {"code": 200, "method": "GET"}},
+    )  # fmt: skip
+    (attrs,) = counts(aggregate([f"httpV2:{options}"], reply), "hubble.http_requests")
+    assert attrs[: len(expected)] == expected
+
+
 # pkg/hubble/metrics/flows-to-world/handler.go: a flow without an event type returns early.
 def test_flows_to_world_skips_flows_without_event_type() -> None:
     counted = _drop(verdict="FORWARDED")
