@@ -27,8 +27,9 @@ MAX_EXPRESSION_CHARS = 4096  # Hubble's celExpressionMaxSize
 
 @cache
 def _env() -> Any:
-    # Imported on first use: a bridge that never sees a CEL filter does not load cel-cpp.
-    from cel_expr_python import cel
+    # Imported on first use: a bridge that never sees a CEL filter does not load cel-cpp. The module
+    # itself is named: cel_expr_python is a namespace package, with no file of its own to own it.
+    import cel_expr_python.cel as cel
 
     # flow_pb2 is imported above, so flow.Flow is in the default descriptor pool.
     assert flow_pb2.Flow.DESCRIPTOR.full_name == "flow.Flow"
@@ -54,7 +55,7 @@ def compile_expression(field: str, expression: str) -> Any:
 
 @cache
 def _bool_type() -> Any:
-    from cel_expr_python import cel
+    import cel_expr_python.cel as cel
 
     return cel.Type.BOOL
 
