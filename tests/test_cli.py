@@ -83,6 +83,19 @@ def test_bad_filter_json() -> None:
     one_line_error(run_cli("bridge", "--relay", "x:1", "--allow", "{oops", "--print-config"), "--allow")
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "words"),
+    [
+        # RE2, as Hubble's Go regexp: lookbehind is refused (pkg/hubble/filters/http.go compiles with regexp).
+        ("--allow", '{"http_path": ["(?<=/api)/v1"]}', "RE2 syntax"),
+        ("--deny", '{"experimental": {"cel_expression": ["_flow.nope"]}}', "undefined field 'nope'"),
+        ("--allow", '{"source_label": ["app in (a b)"]}', "expected: ',' or ')'"),
+    ],
+)
+def test_filters_hubble_refuses_are_one_line_config_errors(flag: str, value: str, words: str) -> None:
+    one_line_error(run_cli("bridge", "--relay", "x:1", flag, value, "--print-config"), words)
+
+
 def test_print_config_masks_secrets() -> None:
     result = run_cli(
         "bridge",

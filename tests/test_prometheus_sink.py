@@ -79,7 +79,7 @@ hubble_flows_processed_total{protocol="UDP",type="L7",verdict="DROPPED"} 3
 # TYPE hubble_http_request_duration_seconds histogram
 hubble_http_request_duration_seconds_bucket{method="GET",reporter="client",le="0.005"} 1
 hubble_http_request_duration_seconds_bucket{method="GET",reporter="client",le="0.1"} 3
-hubble_http_request_duration_seconds_bucket{method="GET",reporter="client",le="1.0"} 5
+hubble_http_request_duration_seconds_bucket{method="GET",reporter="client",le="1"} 5
 hubble_http_request_duration_seconds_bucket{method="GET",reporter="client",le="+Inf"} 6
 hubble_http_request_duration_seconds_sum{method="GET",reporter="client"} 2.75
 hubble_http_request_duration_seconds_count{method="GET",reporter="client"} 6
