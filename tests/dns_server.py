@@ -9,7 +9,7 @@ Zone (names end in ".test."):
   silent.test.    never answered: the client times out
   anything else   NXDOMAIN
 Prints the bound port on stdout once both sockets listen; serves until killed. It answers from its own
-table, written for these tests (no DNS library): the sidecar's parser is tested against bytes it did not build.
+table, written for these tests (no DNS library): the sidecar's parser reads bytes it did not build.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ def answer(query: bytes) -> bytes | None:
         answers += [record(target, 1, ttl, socket.inet_aton(ip)) for ip, ttl in A_RECORDS.get(target, [])]
     if qtype == 28:
         answers += [
-            record(target, 28, ttl, socket.inet_pton(socket.AF_INET6, ip)) for ip, ttl in AAAA_RECORDS.get(target, [])
+            record(target, 28, ttl, socket.inet_pton(socket.AF_INET6, ip))
+            for ip, ttl in AAAA_RECORDS.get(target, [])
         ]
     known = target in A_RECORDS or target in AAAA_RECORDS
     rcode = 0 if known else 3

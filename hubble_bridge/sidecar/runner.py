@@ -212,6 +212,8 @@ class Sidecar:
     def _read_l7(self) -> None:
         if self._packets is None:
             return
+        assert self._tcp is not None
+        self._tcp.poll(0)  # connects and accepts first: they name the processes of what follows
         for segment in self._packets.read():
             for message in self._l7_messages(segment):
                 self._pending.append(self._builder.l7_flow(self._with_process(message)))
