@@ -303,6 +303,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--node-name", metavar="NAME", help="node name in flows (default $NODE_NAME, else host name)"
     )
     p.add_argument("--metrics-listen", metavar="ADDR", help="serve the sidecar's own metrics (BPF cost) here")
+    p.add_argument(
+        "--dns-port",
+        type=int,
+        action="append",
+        metavar="PORT",
+        help="DNS on this port too (default 53; repeatable)",
+    )
+    p.add_argument("--no-l7", action="store_true", help="no DNS/HTTP flows from packets or TLS uprobes")
+    p.add_argument(
+        "--l7-payload-bytes", type=int, default=1024, metavar="N", help="payload read of each DNS/HTTP packet"
+    )
     p.add_argument("--probe-check", action="store_true", help="attach each probe once, say how it went, exit")
     _add_server_tls(p)
 
@@ -381,7 +392,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise BridgeError("sidecar needs at least one --interface")
         return run_sidecar(
             args.interface, args.listen, args.interval, tls=_server_tls(args), map_size=args.map_size,
-            node_name=args.node_name, metrics_listen=args.metrics_listen,
+            node_name=args.node_name, metrics_listen=args.metrics_listen, l7=not args.no_l7,
+            dns_ports=args.dns_port, l7_payload_bytes=args.l7_payload_bytes,
         )  # fmt: skip
     if args.command == "bench":
         from hubble_bridge.bench import run_bench
