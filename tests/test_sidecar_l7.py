@@ -215,3 +215,28 @@ def test_the_bridge_maps_sidecar_l7_flows_to_dns_and_http_metrics() -> None:
     assert dict(answer.attributes)["ips_returned"] == "2"
     requests = {dict(p.attributes)["status"]: p.value for p in families["hubble.http_requests"].points}
     assert requests == {"503": 1}
+
+
+def test_tls_uprobes_fall_back_without_uprobes_or_libssl(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # This machine has both; a kernel without the uprobe PMU and a host without libssl are made by pointing
+    # the checks elsewhere. Nothing is compiled in either case, so no BCC module is needed.
+    from hubble_bridge.sidecar import tls
+    from hubble_bridge.sidecar.features import ProbeState
+    from hubble_bridge.sidecar.records import MonotonicClock
+
+    monkeypatch.setattr(tls, "UPROBE_PMU", tmp_path / "no-uprobe-pmu")
+    [status] = tls.TlsCapture(None, MonotonicClock(), 16, 1).start(lambda data: None)  # type: ignore[arg-type]
+    assert (status.state, status.name) == (ProbeState.FALLBACK, "uprobe libssl")
+    assert "no uprobes" in status.detail and "seen as TCP flows only" in status.detail
+    monkeypatch.setattr(tls, "UPROBE_PMU", tmp_path)
+    monkeypatch.setattr(tls, "libssl_paths", lambda: [])
+    [status] = tls.TlsCapture(None, MonotonicClock(), 16, 1).start(lambda data: None)  # type: ignore[arg-type]
+    assert status.state is ProbeState.FALLBACK and "no libssl on this host" in status.detail
+
+
+def test_proc_net_addresses_are_decoded_in_host_byte_order() -> None:
+    from hubble_bridge.sidecar.tls import _proc_address
+
+    assert _proc_address("0100007F:1F90") == ("127.0.0.1", 8080)
+    assert _proc_address("0000000000000000FFFF00000100007F:0050") == ("127.0.0.1", 80)
+    assert _proc_address("B80D0120000000000000000010000000:01BB") == ("2001:db8::10", 443)

@@ -318,3 +318,73 @@ def test_http_redaction_and_bodies_that_look_like_requests(sidecar, stub, web) -
         dict(p.attributes)["counter"]: p.value for p in sidecar.stats.snapshots()[0].families[-1].points
     }
     assert counted["http.body_segments_skipped"] >= 1 and counted["l7.http_packets"] >= 2
+
+
+# An HTTPS server through Python's ssl module, which links the system's OpenSSL.
+HTTPS_SERVER = r"""
+import http.server, ssl, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        self.send_response(404 if "missing" in self.path else 200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(sys.argv[1], sys.argv[2])
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+def test_https_plaintext_from_openssl_uprobes(sidecar, stub, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import http.client
+    import ssl
+
+    from tests.certs import make_pki
+
+    statuses = [s for s in sidecar.statuses if s.name.startswith("uprobe ")]
+    if not any(s.state.value == "attached" for s in statuses):
+        pytest.skip(f"no uprobe on libssl attached here: {[s.line() for s in statuses]}")
+    pki = make_pki(tmp_path)
+    since = time.time_ns()
+    server, port = start(sys.executable, "-c", HTTPS_SERVER, pki.server_cert, pki.server_key)
+    client = http.client.HTTPSConnection(
+        "127.0.0.1", port, timeout=5, context=ssl.create_default_context(cafile=pki.ca_file)
+    )
+    try:
+        for path in ("/ok?token=s3cret", "/missing"):
+            client.request("GET", path, headers={"User-Agent": "tls-test/1"})
+            client.getresponse().read()
+        # Client and server each have their own view (EGRESS and INGRESS), as two proxies would.
+        seen = follow(stub, lambda s: len(http_flows(s)[1]) >= 4, since, *on_port(port))
+    finally:
+        client.close()
+        server.kill()
+        server.wait(timeout=10)
+    requests, responses = http_flows(seen)
+    assert all(ext(f).event == Ext.EVENT_L7_TLS for f in requests + responses)
+    client_view = [f for f in responses if f.traffic_direction == flow_pb2.EGRESS]
+    server_view = [f for f in responses if f.traffic_direction == flow_pb2.INGRESS]
+    assert [(f.l7.http.url, f.l7.http.code) for f in client_view] == [
+        (f"https://127.0.0.1:{port}/ok?token=REDACTED", 200),
+        (f"https://127.0.0.1:{port}/missing", 404),
+    ]
+    assert [f.l7.http.code for f in server_view] == [200, 404]
+    assert {ext(f).process.pid for f in client_view} == {os.getpid()}
+    assert {ext(f).process.pid for f in server_view} == {server.pid}
+    first = client_view[0]
+    assert (first.IP.source, first.l4.TCP.source_port, first.IP.destination) == (
+        "127.0.0.1",
+        port,
+        "127.0.0.1",
+    )
+    assert (
+        first.is_reply.value and first.l7.latency_ns > 0 and ext(first).process_side == Ext.SIDE_DESTINATION
+    )
+    assert [(h.key, h.value) for h in first.l7.http.headers] == [("User-Agent", "tls-test/1")]
+    assert "s3cret" not in str(seen)

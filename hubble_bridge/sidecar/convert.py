@@ -216,7 +216,10 @@ class FlowBuilder:
         flow.Type = flow_pb2.L7
         flow.event_type.type, flow.event_type.sub_type = EVENT_ACCESS_LOG, 0
         flow.trace_observation_point = flow_pb2.UNKNOWN_POINT
-        if not flow.traffic_direction:
+        if message.tls and message.process_is_client is not None:
+            # Read inside one process: the flow is that process's view, as its own proxy would report it.
+            flow.traffic_direction = flow_pb2.EGRESS if message.process_is_client else flow_pb2.INGRESS
+        elif not flow.traffic_direction:
             # Both ends on this host (loopback): the flow is seen from the client, as a proxy on
             # the client's egress would report it.
             flow.traffic_direction = flow_pb2.EGRESS
@@ -235,13 +238,11 @@ class FlowBuilder:
         ext = Ext(event=Ext.EVENT_L7_TLS if message.tls else Ext.EVENT_L7)
         if message.pid:
             ext.process.pid, ext.process.command = message.pid, message.command
-            ext.process_side = (
-                Ext.SIDE_SOURCE if flow.traffic_direction == flow_pb2.EGRESS else Ext.SIDE_DESTINATION
-            )
-            if message.reply:
-                ext.process_side = (
-                    Ext.SIDE_DESTINATION if ext.process_side == Ext.SIDE_SOURCE else Ext.SIDE_SOURCE
-                )
+            is_client = message.process_is_client
+            if is_client is None:
+                is_client = flow.traffic_direction == flow_pb2.EGRESS
+            # The client is the source of a request and the destination of a response.
+            ext.process_side = Ext.SIDE_SOURCE if is_client != message.reply else Ext.SIDE_DESTINATION
         return self._response(flow, ext)
 
     def _dns(self, dns: flow_pb2.DNS, message: r.L7Message) -> str:

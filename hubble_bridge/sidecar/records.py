@@ -136,4 +136,5 @@ class L7Message:
     http: HttpRecord | None = None
     pid: int = 0
     command: str = ""
+    process_is_client: bool | None = None  # which end `pid` is, when known
     tls: bool = False  # plaintext read from OpenSSL by uprobes, not from packets

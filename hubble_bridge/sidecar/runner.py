@@ -37,6 +37,7 @@ from hubble_bridge.sidecar.records import (
 )
 from hubble_bridge.sidecar.selfstats import BpfStatsSwitch, SelfStats
 from hubble_bridge.sidecar.tcp import TcpCapture
+from hubble_bridge.sidecar.tls import TlsCapture, TlsData
 from hubble_bridge.sidecar.xdp import XdpCapture
 
 _POLL_MS = 100
@@ -110,6 +111,7 @@ class Sidecar:
         self._xdp: XdpCapture | None = None
         self._tcp: TcpCapture | None = None
         self._packets: PacketCapture | None = None
+        self._tls: TlsCapture | None = None
         timeout_ns = int(options.l7_timeout_s * 1e9)
         self._dns = DnsPairs(list(options.dns_ports), options.l7_pending, timeout_ns)
         self._http = HttpStreams(options.l7_pending, timeout_ns)
@@ -137,10 +139,13 @@ class Sidecar:
             self._packets = PacketCapture(
                 bcc, options.interfaces, list(options.dns_ports), options.l7_payload_bytes
             )
+            self._tls = TlsCapture(bcc, self._clock, options.l7_pending, options.ringbuf_pages)
         try:
             self.statuses = self._xdp.start() + self._tcp.start(self._on_tcp_event)
             if self._packets is not None:
                 self.statuses += self._packets.start()
+            if self._tls is not None:
+                self.statuses += self._tls.start(self._on_tls)
         except BaseException:
             self.stop()
             raise
@@ -170,7 +175,7 @@ class Sidecar:
             self._thread = None
         if self._metadata is not None:
             self._metadata.stop()
-        for capture in (self._xdp, self._tcp, self._packets):
+        for capture in (self._xdp, self._tcp, self._packets, self._tls):
             if capture is not None:
                 capture.close()
         self._stats_switch.close()
@@ -214,9 +219,23 @@ class Sidecar:
             return
         assert self._tcp is not None
         self._tcp.poll(0)  # connects and accepts first: they name the processes of what follows
+        if self._tls is not None:
+            self._tls.poll(0)
         for segment in self._packets.read():
             for message in self._l7_messages(segment):
                 self._pending.append(self._builder.l7_flow(self._with_process(message)))
+
+    def _on_tls(self, data: TlsData) -> None:
+        local, remote = data.local, data.remote
+        assert local is not None and remote is not None
+        sender, receiver = (local, remote) if data.written else (remote, local)
+        for message in self._http.messages(
+            ("tls", data.pid, data.ssl), data.time_ns, sender, receiver, data.data
+        ):
+            message.tls = True
+            message.pid, message.command = data.pid, data.command
+            message.process_is_client = message.client == local
+            self._pending.append(self._builder.l7_flow(message))
 
     def _l7_messages(self, segment: Segment) -> list[L7Message]:
         source = (segment.source, segment.source_port)
@@ -237,12 +256,16 @@ class Sidecar:
         return messages
 
     def _with_process(self, message: L7Message) -> L7Message:
-        """The local process of the connection, when a TCP connect or accept named it."""
-        owner = self._owners.get((message.client, message.server)) or self._owners.get(
-            (message.server, message.client)
-        )
-        if owner is not None:
-            message.pid, message.command = owner
+        """The local process of the connection, when a TCP connect or accept named it (the client's first)."""
+        for key, is_client in (
+            ((message.client, message.server), True),
+            ((message.server, message.client), False),
+        ):
+            owner = self._owners.get(key)
+            if owner is not None:
+                message.pid, message.command = owner
+                message.process_is_client = is_client
+                break
         return message
 
     def _publish(self) -> None:
@@ -275,6 +298,8 @@ class Sidecar:
         counters.update({f"tcp.{k}": v for k, v in tcp.counters().items()})
         if self._packets is not None:
             counters.update({f"l7.{k}": v for k, v in self._packets.counters().items()})
+        if self._tls is not None:
+            counters.update({f"tls.{k}": v for k, v in self._tls.counters().items()})
         counters.update(self._dns.counts)
         counters.update(self._http.counts)
         maps = {
@@ -285,8 +310,9 @@ class Sidecar:
             "http_connections_open": (len(self._http), self.options.l7_pending),
         }
         programs = {**xdp.program_fds(), **tcp.program_fds()}
-        if self._packets is not None:
-            programs.update(self._packets.program_fds())
+        for l7 in (self._packets, self._tls):
+            if l7 is not None:
+                programs.update(l7.program_fds())
         self.stats.update(programs, maps, counters)
 
 
