@@ -388,3 +388,11 @@ def test_https_plaintext_from_openssl_uprobes(sidecar, stub, tmp_path) -> None: 
     )
     assert [(h.key, h.value) for h in first.l7.http.headers] == [("User-Agent", "tls-test/1")]
     assert "s3cret" not in str(seen)
+    assert sidecar.flush()
+    families = {f.name: f for f in sidecar.stats.snapshots()[0].families}
+    counted = {dict(p.attributes)["counter"]: p.value for p in families["hubble_otlp.sidecar.events"].points}
+    assert counted["tls.events_sent"] >= 8 and counted["tls.events_lost"] == 0
+    capacity = {
+        dict(p.attributes)["map"]: p.value for p in families["hubble_otlp.sidecar.bpf.map.max_entries"].points
+    }
+    assert capacity["tls_calls"] == sidecar.options.l7_pending

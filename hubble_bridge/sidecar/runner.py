@@ -284,10 +284,11 @@ class Sidecar:
         if lost:
             self._pending.append(self._builder.lost_events(lost, flow_pb2.PERF_EVENT_RING_BUFFER, now))
         self._read_l7()
-        if self._packets is not None:
-            dropped = self._packets.newly_dropped()
-            if dropped:
-                self._pending.append(self._builder.lost_events(dropped, flow_pb2.PERF_EVENT_RING_BUFFER, now))
+        # L7 messages the kernel had no room for: packets a socket could not queue, TLS events.
+        dropped = self._packets.newly_dropped() if self._packets is not None else 0
+        dropped += self._tls.newly_lost() if self._tls is not None else 0
+        if dropped:
+            self._pending.append(self._builder.lost_events(dropped, flow_pb2.PERF_EVENT_RING_BUFFER, now))
         self._dns.expire(now)
         self._http.expire(now)
         self._pending += self._builder.xdp_flows(xdp.drain())
@@ -309,6 +310,8 @@ class Sidecar:
             "dns_queries_open": (len(self._dns), self.options.l7_pending),
             "http_connections_open": (len(self._http), self.options.l7_pending),
         }
+        if self._tls is not None and self._tls.attached:
+            maps["tls_calls"] = (self._tls.calls_open(), self._tls.call_map_size)
         programs = {**xdp.program_fds(), **tcp.program_fds()}
         for l7 in (self._packets, self._tls):
             if l7 is not None:

@@ -129,6 +129,7 @@ class TlsCapture:
         self._on_data: Callable[[TlsData], None] | None = None
         # (pid, SSL object) -> (fd, (local, remote) once resolved)
         self._sockets: OrderedDict[tuple[int, int], tuple[int, tuple[Side, Side] | None]] = OrderedDict()
+        self._lost_reported = 0
         self.unresolved = 0  # plaintext dropped: its socket was not known or already gone
         self.libraries: list[str] = []
 
@@ -230,6 +231,16 @@ class TlsCapture:
         counted = {name: sum(table[table.Key(i)]) for i, name in enumerate(STAT_NAMES)}
         counted["plaintext_unresolved"] = self.unresolved
         return counted
+
+    def newly_lost(self) -> int:
+        """Plaintext events the ring buffer had no room for since the last call."""
+        lost = self.counters().get("events_lost", 0)
+        fresh, self._lost_reported = lost - self._lost_reported, lost
+        return fresh
+
+    def calls_open(self) -> int:
+        """Entries in the in-progress call map (a walk: once per interval at most)."""
+        return 0 if self._bpf is None else sum(1 for _ in self._bpf[b"tls_calls"])
 
     def program_fds(self) -> dict[str, int]:
         if self._bpf is None:
