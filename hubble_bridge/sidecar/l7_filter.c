@@ -14,6 +14,7 @@
 #include <uapi/linux/if_ether.h>
 #include <uapi/linux/if_packet.h>
 #include <uapi/linux/in.h>
+#include "l7_http_start.h"
 
 #define IP_OFFSET 0x1FFF
 
@@ -35,18 +36,6 @@ static __always_inline int is_dns_port(u16 port) {
 static __always_inline u32 keep(struct __sk_buff *skb, u32 payload) {
     u32 want = payload + PAYLOAD_BYTES;
     return want < skb->len ? want : skb->len;
-}
-
-// The same test as http1.starts_message and tls_uprobes.c.
-static __always_inline int http_start(const u8 *h) {
-    u32 word = h[0] | (h[1] << 8) | (h[2] << 16) | ((u32)h[3] << 24);
-#define W(a, b, c, d) ((u32)(a) | ((u32)(b) << 8) | ((u32)(c) << 16) | ((u32)(d) << 24))
-    if (word == W('H', 'T', 'T', 'P'))
-        return h[4] == '/' && h[5] == '1' && h[6] == '.';
-    return word == W('G', 'E', 'T', ' ') || word == W('P', 'O', 'S', 'T') || word == W('P', 'U', 'T', ' ') ||
-           word == W('H', 'E', 'A', 'D') || word == W('D', 'E', 'L', 'E') || word == W('P', 'A', 'T', 'C') ||
-           word == W('O', 'P', 'T', 'I') || word == W('C', 'O', 'N', 'N') || word == W('T', 'R', 'A', 'C');
-#undef W
 }
 
 int l7_filter(struct __sk_buff *skb) {

@@ -14,10 +14,10 @@ import ipaddress
 import socket
 import struct
 from dataclasses import dataclass
-from importlib import resources
 from types import ModuleType
 from typing import Any
 
+from hubble_bridge.sidecar.bccload import program_source
 from hubble_bridge.sidecar.features import ProbeState, ProbeStatus
 from hubble_bridge.sidecar.records import IPPROTO_TCP, IPPROTO_UDP
 from hubble_bridge.sidecar.xdp import captured_stderr
@@ -93,7 +93,7 @@ class PacketCapture:
         self.dropped = 0  # packets the sockets had no room for, over the sidecar's life
 
     def start(self) -> list[ProbeStatus]:
-        source = resources.files("hubble_bridge.sidecar").joinpath("l7_filter.c").read_text()
+        source = program_source("l7_filter.c")
         loopback = _ifindex("lo") or 1
         flags = [f"-DPAYLOAD_BYTES={self.payload_bytes}", f"-DLOOPBACK_IFINDEX={loopback}"]
         try:

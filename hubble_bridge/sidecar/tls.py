@@ -20,11 +20,11 @@ import subprocess
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from hubble_bridge.sidecar.bccload import program_source
 from hubble_bridge.sidecar.features import ProbeState, ProbeStatus
 from hubble_bridge.sidecar.records import MonotonicClock, command
 from hubble_bridge.sidecar.xdp import captured_stderr
@@ -141,7 +141,7 @@ class TlsCapture:
         self.libraries = libssl_paths()
         if not self.libraries:
             return [ProbeStatus("uprobe libssl", ProbeState.FALLBACK, f"no libssl on this host; {FALLBACK}")]
-        source = resources.files("hubble_bridge.sidecar").joinpath("tls_uprobes.c").read_text()
+        source = program_source("tls_uprobes.c")
         flags = [
             f"-DPAYLOAD_BYTES={PAYLOAD_BYTES}",
             f"-DCALL_MAP_SIZE={self.call_map_size}",

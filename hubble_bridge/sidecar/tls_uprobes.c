@@ -9,6 +9,7 @@
 // Only the probed functions' arguments and user memory are read: no kernel structures.
 // PAYLOAD_BYTES (a power of two), CALL_MAP_SIZE and RINGBUF_PAGES are defined by the loader.
 #include <uapi/linux/ptrace.h>
+#include "l7_http_start.h"
 
 enum { KIND_DATA = 1, KIND_SET_FD = 2 };
 
@@ -52,18 +53,6 @@ static __always_inline void remember(struct pt_regs *ctx, u64 count_ptr) {
     u64 thread = bpf_get_current_pid_tgid();
     if (tls_calls.update(&thread, &call) != 0)
         bump(2);
-}
-
-// The same test as http1.starts_message and l7_filter.c.
-static __always_inline int http_start(const u8 *h) {
-#define W(a, b, c, d) ((u32)(a) | ((u32)(b) << 8) | ((u32)(c) << 16) | ((u32)(d) << 24))
-    u32 word = h[0] | (h[1] << 8) | (h[2] << 16) | ((u32)h[3] << 24);
-    if (word == W('H', 'T', 'T', 'P'))
-        return h[4] == '/' && h[5] == '1' && h[6] == '.';
-    return word == W('G', 'E', 'T', ' ') || word == W('P', 'O', 'S', 'T') || word == W('P', 'U', 'T', ' ') ||
-           word == W('H', 'E', 'A', 'D') || word == W('D', 'E', 'L', 'E') || word == W('P', 'A', 'T', 'C') ||
-           word == W('O', 'P', 'T', 'I') || word == W('C', 'O', 'N', 'N') || word == W('T', 'R', 'A', 'C');
-#undef W
 }
 
 static __always_inline int finish(struct pt_regs *ctx, u8 written) {
