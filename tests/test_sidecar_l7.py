@@ -240,3 +240,23 @@ def test_proc_net_addresses_are_decoded_in_host_byte_order() -> None:
     assert _proc_address("0100007F:1F90") == ("127.0.0.1", 8080)
     assert _proc_address("0000000000000000FFFF00000100007F:0050") == ("127.0.0.1", 80)
     assert _proc_address("B80D0120000000000000000010000000:01BB") == ("2001:db8::10", 443)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("dns_ports", (53, 0), "DNS ports must be 1-65535, got [53, 0]"),
+        ("l7_payload_bytes", 8, "L7 payload bytes must be 64-65535, got 8"),
+        ("l7_pending", 0, "L7 pending requests must be at least 1, got 0"),
+        ("l7_timeout_s", 0.0, "L7 timeout must be a positive number of seconds, got 0"),
+    ],
+)
+def test_l7_options_are_checked_with_one_line_each(field: str, value: object, problem: str) -> None:
+    from hubble_bridge.errors import ConfigError
+    from hubble_bridge.sidecar.runner import SidecarOptions
+
+    options = SidecarOptions(["lo"])
+    setattr(options, field, value)
+    with pytest.raises(ConfigError) as raised:
+        options.validate()
+    assert str(raised.value) == f"sidecar: {problem}"

@@ -396,3 +396,19 @@ def test_https_plaintext_from_openssl_uprobes(sidecar, stub, tmp_path) -> None: 
         dict(p.attributes)["map"]: p.value for p in families["hubble_otlp.sidecar.bpf.map.max_entries"].points
     }
     assert capacity["tls_calls"] == sidecar.options.l7_pending
+
+
+def test_payload_read_is_bounded_per_packet(sidecar, stub, web) -> None:  # type: ignore[no-untyped-def]
+    _, address = web
+    since = time.time_ns()
+    padding = "p" * (2 * sidecar.options.l7_payload_bytes)
+    request = get("/status/200", f"X-Padding: {padding}\r\nX-Request-Id: after-the-cut\r\n")
+    assert request.index(b"X-Request-Id") > sidecar.options.l7_payload_bytes
+    exchange(address, request, responses=1)
+    seen = follow(stub, lambda s: bool(http_flows(s)[1]), since, *on_port(address[1]))
+    [flow] = http_flows(seen)[0]
+    # The request line and the headers before the cut are read; nothing after it.
+    assert flow.l7.http.url == "http://web.test/status/200"
+    assert [h.key for h in flow.l7.http.headers] == ["User-Agent"]
+    [response] = http_flows(seen)[1]
+    assert response.l7.http.code == 200  # the response still pairs with the cut request
