@@ -119,6 +119,12 @@ def getent(name: str, *options: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(in_ns("getent", "ahostsv4", name), capture_output=True, text=True, timeout=20)
 
 
+def counters(sidecar: Sidecar) -> dict[str, float]:
+    """The sidecar's capture counters (hubble_otlp.sidecar.events) as of its last drain."""
+    families = {f.name: f for f in sidecar.stats.snapshots()[0].families}
+    return {dict(p.attributes)["counter"]: p.value for p in families["hubble_otlp.sidecar.events"].points}
+
+
 def dns_flows(found: list[flow_pb2.Flow], query: str) -> tuple[list[flow_pb2.Flow], list[flow_pb2.Flow]]:
     mine = [f for f in found if f.Type == flow_pb2.L7 and f.l7.dns.query == query]
     return [f for f in mine if f.l7.type == flow_pb2.REQUEST], [
@@ -169,16 +175,14 @@ def test_getent_lookups_answered_and_nxdomain(sidecar, stub, dns_server) -> None
 
 def test_getent_timeout_leaves_a_request_counted_unanswered(sidecar, stub, dns_server) -> None:  # type: ignore[no-untyped-def]
     since = time.time_ns()
-    before = sidecar.stats.counters.get("dns.queries_unanswered", 0)
+    assert sidecar.flush()
+    before = counters(sidecar).get("dns.queries_unanswered", 0)
     assert getent("silent.test.").returncode == 2  # gave up after its 1 s timeout
     seen = follow(stub, lambda s: bool(dns_flows(s, "silent.test.")[0]), since, *on_port(53))
     requests, responses = dns_flows(seen, "silent.test.")
     assert len(requests) == 1 and responses == []
     assert sidecar.flush()  # the query is older than the sidecar's L7 timeout by now
-    counted = {
-        dict(p.attributes)["counter"]: p.value for p in sidecar.stats.snapshots()[0].families[-1].points
-    }
-    assert counted["dns.queries_unanswered"] >= before + 1
+    assert counters(sidecar)["dns.queries_unanswered"] == before + 1
 
 
 def test_dns_over_tcp_names_the_client_process(sidecar, stub, dns_server) -> None:  # type: ignore[no-untyped-def]
@@ -314,9 +318,7 @@ def test_http_redaction_and_bodies_that_look_like_requests(sidecar, stub, web) -
     for flow in requests + responses:
         assert "s3cret" not in str(flow) and "smuggled" not in str(flow)
     assert sidecar.flush()
-    counted = {
-        dict(p.attributes)["counter"]: p.value for p in sidecar.stats.snapshots()[0].families[-1].points
-    }
+    counted = counters(sidecar)
     assert counted["http.body_segments_skipped"] >= 1 and counted["l7.http_packets"] >= 2
 
 
@@ -390,7 +392,7 @@ def test_https_plaintext_from_openssl_uprobes(sidecar, stub, tmp_path) -> None: 
     assert "s3cret" not in str(seen)
     assert sidecar.flush()
     families = {f.name: f for f in sidecar.stats.snapshots()[0].families}
-    counted = {dict(p.attributes)["counter"]: p.value for p in families["hubble_otlp.sidecar.events"].points}
+    counted = counters(sidecar)
     assert counted["tls.events_sent"] >= 8 and counted["tls.events_lost"] == 0
     capacity = {
         dict(p.attributes)["map"]: p.value for p in families["hubble_otlp.sidecar.bpf.map.max_entries"].points
