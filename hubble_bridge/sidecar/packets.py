@@ -113,7 +113,12 @@ class PacketCapture:
         ifindex = _ifindex(name)
         if ifindex is None:
             return ProbeStatus(probe, ProbeState.UNAVAILABLE, "no such interface")
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: receives nothing yet
+        try:
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: receives nothing yet
+        except OSError as exc:
+            return ProbeStatus(
+                probe, ProbeState.UNAVAILABLE, f"packet socket: {exc.strerror} (needs CAP_NET_RAW)"
+            )
         try:
             sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, self._function.fd)
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
