@@ -414,3 +414,21 @@ def test_payload_read_is_bounded_per_packet(sidecar, stub, web) -> None:  # type
     assert [h.key for h in flow.l7.http.headers] == ["User-Agent"]
     [response] = http_flows(seen)[1]
     assert response.l7.http.code == 200  # the response still pairs with the cut request
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is not installed")
+def test_probe_check_without_net_raw_reports_the_socket_filter_and_keeps_the_rest() -> None:
+    # Root without CAP_NET_RAW (dropped from the bounding set before exec), as in a container that
+    # was not granted it: the packet socket cannot be opened, everything else attaches.
+    result = subprocess.run(
+        ["setpriv", "--bounding-set=-net_raw", sys.executable, "-m", "hubble_bridge.cli", "sidecar",
+         "--probe-check"],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )  # fmt: skip
+    lines = result.stdout.splitlines()
+    assert (
+        "socket filter lo: unavailable (packet socket: Operation not permitted (needs CAP_NET_RAW))" in lines
+    )
+    assert any(line.startswith("tracepoint sock:inet_sock_set_state: attached") for line in lines)
+    assert any(line.startswith("uprobe ") for line in lines), result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in result.stderr
