@@ -25,7 +25,7 @@ from hubble_bridge.server.observer import ObserverServer
 from hubble_bridge.sidecar import Sidecar, SidecarOptions
 from tests import test_sidecar_bpf
 from tests.procs import REPO
-from tests.test_sidecar_bpf import HOST4, MISSING, NS, PEER4, ext, follow, in_ns
+from tests.test_sidecar_bpf import HOST4, MISSING, NS, PEER4, ext, flows, follow, in_ns
 
 MISSING = MISSING or (None if shutil.which("getent") else "getent (libc-bin) is not installed")
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"real eBPF tests: {MISSING}")
@@ -209,11 +209,14 @@ def test_configured_dns_port_on_loopback(sidecar, stub) -> None:  # type: ignore
     finally:
         proc.kill()
         proc.wait(timeout=10)
-    seen = follow(stub, lambda s: bool(dns_flows(s, "v6.test.")[1]), since, *on_port(port))
-    [response] = dns_flows(seen, "v6.test.")[1]
+    follow(stub, lambda s: bool(dns_flows(s, "v6.test.")[1]), since, *on_port(port))
+    assert sidecar.flush()  # everything the sockets hold by now is served
+    # Loopback passes each packet through the taps twice: exactly one query and one answer, not two.
+    [request], [response] = dns_flows(flows(stub, *on_port(port)), "v6.test.")
     assert (list(response.l7.dns.ips), response.l7.dns.qtypes, response.interface.name) == (
         ["2001:db8::10"], ["AAAA"], "lo",
     )  # fmt: skip
+    assert response.l7.latency_ns == response.time.ToNanoseconds() - request.time.ToNanoseconds()
 
 
 def _query(name: str, qtype: int) -> bytes:
