@@ -25,7 +25,7 @@ from hubble_bridge.server.observer import ObserverServer
 from hubble_bridge.sidecar import Sidecar, SidecarOptions
 from tests import test_sidecar_bpf
 from tests.procs import REPO
-from tests.test_sidecar_bpf import HOST4, MISSING, NS, PEER4, ext, flows, follow, in_ns
+from tests.test_sidecar_bpf import HOST4, HOST6, MISSING, NS, PEER4, PEER6, ext, flows, follow, in_ns
 
 MISSING = MISSING or (None if shutil.which("getent") else "getent (libc-bin) is not installed")
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"real eBPF tests: {MISSING}")
@@ -435,3 +435,23 @@ def test_probe_check_without_net_raw_reports_the_socket_filter_and_keeps_the_res
     assert any(line.startswith("tracepoint sock:inet_sock_set_state: attached") for line in lines)
     assert any(line.startswith("uprobe ") for line in lines), result.stdout + result.stderr
     assert result.returncode == 1 and "Traceback" not in result.stderr
+
+
+def test_dns_over_ipv6_to_a_server_in_the_namespace(sidecar, stub, veth) -> None:  # type: ignore[no-untyped-def]
+    # This host asks: the query leaves on the veth and the answer arrives on it; both are seen there.
+    since = time.time_ns()
+    proc, port = start(*in_ns(sys.executable, "tests/dns_server.py", PEER6, str(ALT_PORT)))
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as client:
+            client.settimeout(5)
+            client.sendto(_query("www.test.", 1), (PEER6, port))
+            client.recv(4096)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    follow(stub, lambda s: bool(dns_flows(s, "www.test.")[1]), since, *on_port(port))
+    assert sidecar.flush()
+    [request], [response] = dns_flows(flows(stub, *on_port(port)), "www.test.")
+    assert (request.IP.source, request.IP.destination, request.IP.ipVersion) == (HOST6, PEER6, flow_pb2.IPv6)
+    assert (request.traffic_direction, request.interface.name) == (flow_pb2.EGRESS, veth)
+    assert list(response.l7.dns.ips) == ["192.0.2.10", "192.0.2.11"] and response.l7.latency_ns > 0
