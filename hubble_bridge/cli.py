@@ -304,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--metrics-listen", metavar="ADDR", help="serve the sidecar's own metrics (BPF cost) here")
     p.add_argument(
+        "--health-listen", metavar="ADDR", help="serve /healthz and /readyz here, for the kubelet's probes"
+    )
+    p.add_argument(
         "--dns-port",
         type=int,
         action="append",
@@ -392,8 +395,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise BridgeError("sidecar needs at least one --interface")
         return run_sidecar(
             args.interface, args.listen, args.interval, tls=_server_tls(args), map_size=args.map_size,
-            node_name=args.node_name, metrics_listen=args.metrics_listen, l7=not args.no_l7,
-            dns_ports=args.dns_port, l7_payload_bytes=args.l7_payload_bytes,
+            node_name=args.node_name, metrics_listen=args.metrics_listen, health_listen=args.health_listen,
+            l7=not args.no_l7, dns_ports=args.dns_port, l7_payload_bytes=args.l7_payload_bytes,
         )  # fmt: skip
     if args.command == "bench":
         from hubble_bridge.bench import run_bench

@@ -36,6 +36,7 @@ HOT = (
     "hubble_bridge.mapping.metrics.families.kafka",
     "hubble_bridge.mapping.metrics.families.policy",
     "hubble_bridge.mapping.metrics.families.port_distribution",
+    "hubble_bridge.mapping.metrics.families.service_graph",
     "hubble_bridge.mapping.metrics.families.tcp",
     "hubble_bridge.sinks.otlp_wire",
 )

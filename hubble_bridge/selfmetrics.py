@@ -68,6 +68,7 @@ class SelfMetrics:
                 kind=kind,
                 points=points,
                 start_time_ns=self.start_time_ns,
+                observed=True,
             )
             for (name, kind), points in sorted(by_name.items())
         ]

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 
@@ -21,7 +22,7 @@ from tests.otlp_receiver import OtlpReceiver, attrs, latest_points
 from tests.procs import REPO, CliProcess, free_port
 
 MISSING = missing_prerequisite()
-pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"real eBPF: {MISSING}")
+pytestmark = pytest.mark.prerequisite(MISSING and f"real eBPF: {MISSING}")
 
 DATAGRAMS, PAYLOAD = 25, 100
 IP_UDP_HEADERS = 28
@@ -142,11 +143,8 @@ def test_bridge_maps_sidecar_dns_and_http_flows_to_spans_and_metrics() -> None:
             assert (
                 attrs(ok.attributes)["url.full"] == f"http://127.77.23.2:{web_port}/status/200?key=REDACTED"
             )
-            for span in (
-                dns_span,
-                ok,
-                failed,
-            ):  # the sidecar's latency: from the request's packet to the answer's
+            # The sidecar's latency: from the request's packet to the answer's.
+            for span in (dns_span, ok, failed):
                 assert span.end_time_unix_nano > span.start_time_unix_nano
             assert receiver.wait_for(
                 lambda: (
@@ -175,3 +173,26 @@ def free_udp_port(address: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind((address, 0))
         return int(probe.getsockname()[1])
+
+
+def test_sidecar_answers_the_kubelets_http_probes_while_it_serves() -> None:
+    """The chart probes the sidecar over HTTP (helm/hubble-otlp/templates/_sidecar.tpl), not by exec."""
+    port, health = free_port(), free_port()
+    sidecar = CliProcess(
+        "sidecar",
+        "--interface",
+        "lo",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--health-listen",
+        f"127.0.0.1:{health}",
+    )
+    try:
+        sidecar.wait_for_line(r"flows every .* on 127\.0\.0\.1")
+        for path in ("/readyz", "/healthz"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{health}{path}", timeout=10) as response:
+                assert (response.status, response.read()) == (200, b"ok\n"), path
+    finally:
+        assert sidecar.stop(signal.SIGTERM) == 0, sidecar.output
+    with pytest.raises(OSError):  # stopped with the sidecar
+        urllib.request.urlopen(f"http://127.0.0.1:{health}/readyz", timeout=10)

@@ -24,11 +24,12 @@ from hubble_bridge.api import flow_pb2, observer_pb2_grpc, sidecar_pb2
 from hubble_bridge.server.observer import ObserverServer
 from hubble_bridge.sidecar import Sidecar, SidecarOptions
 from tests import test_sidecar_bpf
+from tests.conftest import require
 from tests.procs import REPO
 from tests.test_sidecar_bpf import HOST4, HOST6, MISSING, NS, PEER4, PEER6, ext, flows, follow, in_ns
 
 MISSING = MISSING or (None if shutil.which("getent") else "getent (libc-bin) is not installed")
-pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"real eBPF tests: {MISSING}")
+pytestmark = pytest.mark.prerequisite(MISSING and f"real eBPF tests: {MISSING}")
 
 Ext = sidecar_pb2.SidecarFlow
 veth = test_sidecar_bpf.veth  # the same veth pair into a fresh namespace, set up for this module
@@ -353,8 +354,8 @@ def test_https_plaintext_from_openssl_uprobes(sidecar, stub, tmp_path) -> None: 
     from tests.certs import make_pki
 
     statuses = [s for s in sidecar.statuses if s.name.startswith("uprobe ")]
-    if not any(s.state.value == "attached" for s in statuses):
-        pytest.skip(f"no uprobe on libssl attached here: {[s.line() for s in statuses]}")
+    attached = any(s.state.value == "attached" for s in statuses)
+    require(None if attached else f"no uprobe on libssl attached here: {[s.line() for s in statuses]}")
     pki = make_pki(tmp_path)
     since = time.time_ns()
     server, port = start(sys.executable, "-c", HTTPS_SERVER, pki.server_cert, pki.server_key)
@@ -419,7 +420,7 @@ def test_payload_read_is_bounded_per_packet(sidecar, stub, web) -> None:  # type
     assert response.l7.http.code == 200  # the response still pairs with the cut request
 
 
-@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is not installed")
+@pytest.mark.prerequisite(None if shutil.which("setpriv") else "setpriv (util-linux) is not installed")
 def test_probe_check_without_net_raw_reports_the_socket_filter_and_keeps_the_rest() -> None:
     # Root without CAP_NET_RAW (dropped from the bounding set before exec), as in a container that
     # was not granted it: the packet socket cannot be opened, everything else attaches.

@@ -156,12 +156,17 @@ class Sidecar:
         return self.statuses
 
     @property
+    def capturing(self) -> bool:
+        """The capture loop is running (it stops only with stop() or when it fails)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
     def attached(self) -> list[ProbeStatus]:
         return [s for s in self.statuses if s.state is not ProbeState.UNAVAILABLE]
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Drain everything counted before this call into the store; False if the loop did not answer."""
-        if self._thread is None or not self._thread.is_alive():
+        if not self.capturing:
             return False
         done = threading.Event()
         self._flushes.put(done)

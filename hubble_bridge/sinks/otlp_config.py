@@ -17,6 +17,7 @@ from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from hubble_bridge.errors import ConfigError
+from hubble_bridge.sinks.otlp_temporality import TEMPORALITIES, Temporality
 
 Signal = Literal["traces", "metrics", "logs"]
 SIGNALS: tuple[Signal, ...] = ("traces", "metrics", "logs")
@@ -74,6 +75,8 @@ class OtlpConfig:
     traces: SignalOverrides = field(default_factory=SignalOverrides)
     metrics: SignalOverrides = field(default_factory=SignalOverrides)
     logs: SignalOverrides = field(default_factory=SignalOverrides)
+    # OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: cumulative, delta or lowmemory (otlp_temporality)
+    metrics_temporality: Temporality = "cumulative"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], base: OtlpConfig | None = None) -> OtlpConfig:
@@ -87,6 +90,28 @@ class OtlpConfig:
                 changes[f"{signal}_endpoint"] = values.pop("endpoint")
             if values:
                 changes[signal] = replace(getattr(base, signal), **values)
+        # The batch processors' and the metric reader's export timeouts bound the same export as the
+        # exporter's own timeout: the smaller one holds.
+        for signal, var in _PROCESSOR_TIMEOUTS.items():
+            raw = environ.get(var, "").strip()
+            if not raw:
+                continue
+            try:
+                limit = float(raw) / 1000.0
+            except ValueError:
+                errors.append(f"{var}: expected milliseconds, got {raw!r}")
+                continue
+            if limit <= 0:
+                continue  # 0: no limit of its own
+            over = changes.get(signal, getattr(base, signal))
+            assert isinstance(over, SignalOverrides)
+            general = changes.get("timeout_s", base.timeout_s)
+            current = over.timeout_s if over.timeout_s is not None else general
+            if not isinstance(current, (int, float)) or limit < current:
+                changes[signal] = replace(over, timeout_s=limit)
+        temporality = environ.get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "").strip().lower()
+        if temporality:
+            changes["metrics_temporality"] = temporality
         if errors:
             raise ConfigError("invalid OTLP environment: " + "; ".join(errors))
         return replace(base, **changes)
@@ -106,6 +131,11 @@ class OtlpConfig:
             problems.append(f"otlp.protocol: {self.protocol!r} is not supported (use grpc or http/protobuf)")
         if self.compression not in ("gzip", "none"):
             problems.append(f"otlp.compression: {self.compression!r} is not gzip or none")
+        if self.metrics_temporality not in TEMPORALITIES:
+            problems.append(
+                f"otlp.metrics_temporality (OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE): "
+                f"{self.metrics_temporality!r} is not cumulative, delta or lowmemory"
+            )
         for signal in SIGNALS:
             self._resolve(signal, problems)
         if problems:
@@ -214,6 +244,13 @@ _ENV_FIELDS = {
     "CLIENT_KEY": "key_file",
     "COMPRESSION": "compression",
     "TIMEOUT": "timeout_s",
+}
+
+
+_PROCESSOR_TIMEOUTS: dict[Signal, str] = {
+    "traces": "OTEL_BSP_EXPORT_TIMEOUT",
+    "metrics": "OTEL_METRIC_EXPORT_TIMEOUT",
+    "logs": "OTEL_BLRP_EXPORT_TIMEOUT",
 }
 
 
