@@ -314,6 +314,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--health-listen", metavar="ADDR", help="serve /healthz and /readyz here, for the kubelet's probes"
     )
+    p.add_argument(
+        "--dns-port",
+        type=int,
+        action="append",
+        metavar="PORT",
+        help="DNS on this port too (default 53; repeatable)",
+    )
+    p.add_argument("--no-l7", action="store_true", help="no DNS/HTTP flows from packets or TLS uprobes")
+    p.add_argument(
+        "--l7-payload-bytes", type=int, default=1024, metavar="N", help="payload read of each DNS/HTTP packet"
+    )
     p.add_argument("--probe-check", action="store_true", help="attach each probe once, say how it went, exit")
     _add_server_tls(p)
 
@@ -394,6 +405,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_sidecar(
             args.interface, args.listen, args.interval, tls=_server_tls(args), map_size=args.map_size,
             node_name=args.node_name, metrics_listen=args.metrics_listen, health_listen=args.health_listen,
+            l7=not args.no_l7, dns_ports=args.dns_port, l7_payload_bytes=args.l7_payload_bytes,
         )  # fmt: skip
     if args.command == "bench":
         from hubble_bridge.bench import run_bench

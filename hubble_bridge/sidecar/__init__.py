@@ -33,13 +33,21 @@ def run_sidecar(
     node_name: str | None,
     metrics_listen: str | None = None,
     health_listen: str | None = None,
+    l7: bool = True,
+    dns_ports: list[int] | None = None,
+    l7_payload_bytes: int = 1024,
     stop: threading.Event | None = None,
     on_ready: Callable[[str], None] | None = None,
 ) -> int:
     """Serves until Ctrl-C, SIGTERM or `stop`; BridgeError (one line) when it cannot start."""
     if not interfaces:
         raise BridgeError("sidecar: name at least one --interface to count flows on (e.g. eth0)")
-    options = SidecarOptions(list(interfaces), interval_s=interval_s, map_size=map_size, node_name=node_name)
+    options = SidecarOptions(
+        list(interfaces), interval_s=interval_s, map_size=map_size, node_name=node_name, l7=l7,
+        l7_payload_bytes=l7_payload_bytes,
+    )  # fmt: skip
+    if dns_ports:
+        options.dns_ports = tuple(dict.fromkeys([53, *dns_ports]))
     options.validate()
     metadata = ClusterMetadata.from_cluster(options.resolved_node_name()) if in_cluster() else None
     sidecar = Sidecar(options, metadata=metadata)
