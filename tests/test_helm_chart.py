@@ -27,7 +27,7 @@ from hubble_bridge.k8s.leader import LeaderElectionConfig
 CHART = Path(__file__).resolve().parents[1] / "helm" / "hubble-otlp"
 NAMESPACE = "monitoring"
 K8S_VERSION = kubernetes_validate.latest_version()
-SIDECAR_CAPS = {"BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE"}
+SIDECAR_CAPS = {"BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE", "NET_RAW"}
 CRDS = {"monitoring.coreos.com/v1"}
 
 
@@ -335,6 +335,14 @@ def test_node_mode_with_the_sidecar() -> None:
     assert role["rules"] == [
         {"apiGroups": [""], "resources": ["pods", "services"], "verbs": ["get", "list", "watch"]}
     ]
+
+
+def test_sidecar_without_l7_gets_no_raw_sockets() -> None:
+    index = validated({"mode": "node", "sidecar": {"enabled": True, "l7": {"enabled": False}}})
+    sidecar = containers(index)["sidecar"]
+    assert set(sidecar["securityContext"]["capabilities"]["add"]) == SIDECAR_CAPS - {"NET_RAW"}
+    assert "--no-l7" in sidecar["args"]
+    assert build_parser().parse_args(sidecar["args"]).no_l7
 
 
 def test_sidecar_alone_without_metadata_needs_no_token() -> None:

@@ -16,6 +16,9 @@ against the node's kernel headers, hence the host mounts.
     - --listen=127.0.0.1:{{ .Values.sidecar.port }}
     - --interval={{ .Values.sidecar.intervalSeconds }}
     - --health-listen=:{{ .Values.sidecar.healthPort }}
+    {{- if not .Values.sidecar.l7.enabled }}
+    - --no-l7
+    {{- end }}
     {{- range .Values.sidecar.interfaces }}
     - --interface={{ . }}
     {{- end }}
@@ -62,7 +65,8 @@ against the node's kernel headers, hence the host mounts.
     readOnlyRootFilesystem: true
     capabilities:
       drop: ["ALL"]
-      add: ["BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE"]
+      # NET_RAW: the packet sockets whose socket filter keeps DNS and HTTP/1.x messages (sidecar.l7)
+      add: ["BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE"{{ if .Values.sidecar.l7.enabled }}, "NET_RAW"{{ end }}]
   volumeMounts:
     - name: sidecar-tmp
       mountPath: /tmp
