@@ -6,8 +6,9 @@
 #   sidecar: the BCC sidecar on Debian with python3-bpfcc; root, because it loads BPF programs
 #     docker build --target sidecar -t hubble-otlp-sidecar:dev .
 #
-# Versions are pinned: base images by dated tag, Debian packages by version, Python packages by
-# deploy/constraints.txt (the versions the test suite runs with).
+# Versions are pinned: base images by dated tag, Debian packages by version, Python packages by the lock
+# files with their hashes (requirements.txt, requirements-build.txt: scripts/lock.sh, the versions the test
+# suite runs with). Nothing is resolved inside a build: every pip install is --no-deps.
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 # The same Python on the full image, which has a C compiler: the build compiles the hot path (setup.py)
@@ -18,11 +19,15 @@ ARG DEBIAN_IMAGE=debian:bookworm-20250317-slim
 FROM ${PYTHON_BUILD_IMAGE} AS bridge-build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-RUN python -m venv /opt/hubble-otlp
-COPY deploy/constraints.txt ./
+# The build backend (setuptools, Cython) lives in its own virtualenv: the image keeps only what runs.
+COPY requirements.txt requirements-build.txt ./
+RUN python -m venv /opt/build && python -m venv /opt/hubble-otlp \
+    && /opt/build/bin/pip install --require-hashes --no-deps -r requirements-build.txt \
+    && /opt/hubble-otlp/bin/pip install --require-hashes --no-deps -r requirements.txt
 COPY pyproject.toml README.md setup.py ./
 COPY hubble_bridge ./hubble_bridge
-RUN /opt/hubble-otlp/bin/pip install --constraint constraints.txt .
+RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation -w /wheels . \
+    && /opt/hubble-otlp/bin/pip install --no-deps /wheels/*.whl
 
 # ---- sidecar: Debian's python3 so that Debian's bcc module (python3-bpfcc) imports -----------
 FROM ${DEBIAN_IMAGE} AS sidecar-build
@@ -33,12 +38,15 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # --system-site-packages: bcc comes from Debian's package, not from PyPI.
-RUN python3 -m venv --system-site-packages /opt/hubble-otlp
-COPY deploy/constraints.txt ./
+RUN python3 -m venv --system-site-packages /opt/hubble-otlp && python3 -m venv /opt/build
+COPY requirements.txt requirements-build.txt ./
+RUN /opt/build/bin/pip install --require-hashes --no-deps -r requirements-build.txt \
+    && /opt/hubble-otlp/bin/pip install --require-hashes --no-deps -r requirements.txt
 # No C compiler here: the hot path stays pure Python (the sidecar does not run the mapping).
 COPY pyproject.toml README.md setup.py ./
 COPY hubble_bridge ./hubble_bridge
-RUN /opt/hubble-otlp/bin/pip install --constraint constraints.txt .
+RUN HUBBLE_OTLP_PURE=1 /opt/build/bin/pip wheel --no-deps --no-build-isolation -w /wheels . \
+    && /opt/hubble-otlp/bin/pip install --no-deps /wheels/*.whl
 
 FROM ${DEBIAN_IMAGE} AS sidecar
 ARG PYTHON3_VERSION=3.11.2-1+b1

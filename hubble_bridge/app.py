@@ -74,12 +74,19 @@ def build_source(config: BridgeConfig, count: Callable[[str], None]) -> FlowSour
 def build_sinks(config: BridgeConfig) -> list[Sink]:
     from hubble_bridge.sinks.otlp_export import OtlpExporter
     from hubble_bridge.sinks.otlp_json import OtlpJsonFileSink
+    from hubble_bridge.sinks.select import SignalSelect
 
+    export = config.export
     sinks: list[Sink] = []
-    if config.export.otlp:
-        sinks.append(OtlpExporter(config.otlp))
-    if config.export.output_file:
-        sinks.append(OtlpJsonFileSink(config.export.output_file))
+    if export.otlp:
+        exporter: Sink = OtlpExporter(config.otlp)
+        if set(export.otlp_signals) != {"traces", "metrics", "logs"}:
+            exporter = SignalSelect(exporter, export.otlp_signals)
+        sinks.append(exporter)
+    if export.output_file:
+        sinks.append(OtlpJsonFileSink(export.output_file))
+    if export.console:
+        sinks.append(SignalSelect(OtlpJsonFileSink("-"), export.console))
     return sinks
 
 

@@ -106,8 +106,16 @@ def _add_export_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--print-config", action="store_true", help="print the effective configuration and exit")
 
 
-def _flag_layer(args: argparse.Namespace) -> dict[str, Any]:
-    """Only the flags the user gave, as a config layer."""
+def _flag_layer(args: argparse.Namespace, problems: list[str]) -> dict[str, Any]:
+    """Only the flags the user gave, as a config layer; malformed flags go to `problems`."""
+
+    def collected(parse: Any, *parse_args: str) -> Any:
+        try:
+            return parse(*parse_args)
+        except BridgeError as exc:
+            problems.append(str(exc))
+            return None
+
     otlp: dict[str, Any] = {}
     for flag, key in (
         ("otlp_endpoint", "endpoint"),
@@ -121,7 +129,8 @@ def _flag_layer(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, flag, None) is not None:
             otlp[key] = getattr(args, flag)
     if args.otlp_header:
-        otlp["headers"] = dict(_key_value(h, "--otlp-header") for h in args.otlp_header)
+        pairs = [collected(_key_value, h, "--otlp-header") for h in args.otlp_header]
+        otlp["headers"] = dict(p for p in pairs if p is not None)
     export: dict[str, Any] = {}
     if args.no_otlp:
         export["otlp"] = False
@@ -156,9 +165,8 @@ def _flag_layer(args: argparse.Namespace) -> dict[str, Any]:
     for name in ("allow", "deny"):
         values = getattr(args, name, None)
         if values:
-            source["whitelist" if name == "allow" else "blacklist"] = [
-                _json_arg(v, f"--{name}") for v in values
-            ]
+            parsed = [collected(_json_arg, v, f"--{name}") for v in values]
+            source["whitelist" if name == "allow" else "blacklist"] = [f for f in parsed if f is not None]
     tls = _client_tls_layer(args)
     if tls:
         source["tls"] = tls
@@ -184,7 +192,7 @@ def _key_value(text: str, flag: str) -> tuple[str, str]:
     """K=V as given: the value is kept whole (commas included), unlike the environment's k=v,k=v form."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise BridgeError(f"{flag}: {text!r} is not KEY=VALUE")
+        raise BridgeError(f"{flag}: expected KEY=VALUE")  # the text is not shown: it may be a credential
     return key.strip(), value
 
 
@@ -303,6 +311,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--node-name", metavar="NAME", help="node name in flows (default $NODE_NAME, else host name)"
     )
     p.add_argument("--metrics-listen", metavar="ADDR", help="serve the sidecar's own metrics (BPF cost) here")
+    p.add_argument(
+        "--health-listen", metavar="ADDR", help="serve /healthz and /readyz here, for the kubelet's probes"
+    )
+    p.add_argument(
+        "--dns-port",
+        type=int,
+        action="append",
+        metavar="PORT",
+        help="DNS on this port too (default 53; repeatable)",
+    )
+    p.add_argument("--no-l7", action="store_true", help="no DNS/HTTP flows from packets or TLS uprobes")
+    p.add_argument(
+        "--l7-payload-bytes", type=int, default=1024, metavar="N", help="payload read of each DNS/HTTP packet"
+    )
     p.add_argument("--probe-check", action="store_true", help="attach each probe once, say how it went, exit")
     _add_server_tls(p)
 
@@ -354,7 +376,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from hubble_bridge.app import run_bridge
         from hubble_bridge.config import load_config
 
-        config = load_config(_flag_layer(args), args.config)
+        flag_problems: list[str] = []
+        config = load_config(_flag_layer(args, flag_problems), args.config, problems=flag_problems)
         if args.print_config:
             print(config.masked_yaml(), end="")
             return 0
@@ -381,7 +404,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise BridgeError("sidecar needs at least one --interface")
         return run_sidecar(
             args.interface, args.listen, args.interval, tls=_server_tls(args), map_size=args.map_size,
-            node_name=args.node_name, metrics_listen=args.metrics_listen,
+            node_name=args.node_name, metrics_listen=args.metrics_listen, health_listen=args.health_listen,
+            l7=not args.no_l7, dns_ports=args.dns_port, l7_payload_bytes=args.l7_payload_bytes,
         )  # fmt: skip
     if args.command == "bench":
         from hubble_bridge.bench import run_bench

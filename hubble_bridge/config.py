@@ -8,6 +8,7 @@ them and `load_config` resolves the layers, reporting every problem at once.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -15,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-from hubble_bridge.configload import build, load_yaml, merge, to_plain, validate_parts
+from hubble_bridge.configload import build_collecting, load_yaml, merge, to_plain, validate_parts
 from hubble_bridge.errors import BridgeError, ConfigError
 from hubble_bridge.k8s.leader import LeaderElectionConfig
 from hubble_bridge.mapping.logs import LogConfig
@@ -23,7 +24,7 @@ from hubble_bridge.mapping.metrics import MetricsConfig
 from hubble_bridge.mapping.redact import RedactConfig
 from hubble_bridge.mapping.spans import SpanConfig
 from hubble_bridge.scaleout.config import ScaleOutConfig
-from hubble_bridge.sinks.otlp_config import OtlpConfig, parse_encoded_pairs
+from hubble_bridge.sinks.otlp_config import SIGNALS, OtlpConfig, parse_encoded_pairs
 from hubble_bridge.tls import ClientTlsOptions
 
 MASK = "***"
@@ -51,6 +52,10 @@ class ExportConfig:
     metrics: bool = True
     logs: bool = True
     otlp: bool = True  # export over OTLP to otlp.endpoint
+    # OTEL_<SIGNAL>_EXPORTER: the signals sent over OTLP (when otlp is true), and those written as
+    # OTLP/JSON lines to standard output (`console`)
+    otlp_signals: list[str] = field(default_factory=lambda: list(SIGNALS))
+    console: list[str] = field(default_factory=list)
     output_file: str = ""  # also write OTLP JSON lines (the Collector file-exporter format)
     flush_interval_s: float = 5.0  # spans and logs (OTEL_BSP_SCHEDULE_DELAY)
     metric_interval_s: float = 15.0  # OTEL_METRIC_EXPORT_INTERVAL
@@ -108,8 +113,14 @@ class BridgeConfig:
             problems.append("export: max_batch, queue_batches and export_queue must be at least 1")
         if self.export.retry_max_s < 0 or self.export.shutdown_timeout_s < 0:
             problems.append("export: retry_max_s and shutdown_timeout_s must not be negative")
-        if not (self.export.otlp or self.export.output_file or self.metrics_listen):
+        if not (self.export.otlp or self.export.output_file or self.metrics_listen or self.export.console):
             problems.append("export: nothing to export to (enable otlp, output_file or metrics_listen)")
+        for key in ("otlp_signals", "console"):
+            unknown = [s for s in getattr(self.export, key) if s not in SIGNALS]
+            if unknown:
+                problems.append(
+                    f"export.{key}: {', '.join(map(repr, unknown))} not one of traces, metrics, logs"
+                )
         if self.source.since:
             from hubble_bridge.sources.resilient import parse_since
 
@@ -147,52 +158,139 @@ class BridgeConfig:
         return yaml.safe_dump(plain, sort_keys=False)
 
 
-def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
-    """The non-OTLP environment variables as a config layer (OTLP ones go through OtlpConfig.from_env)."""
+def env_layer(environ: Mapping[str, str], errors: list[str] | None = None) -> dict[str, Any]:
+    """The non-OTLP environment variables as a config layer (OTLP ones go through OtlpConfig.from_env).
+
+    Problems go to `errors` when given (so they are reported with all others), else raise ConfigError.
+    """
     layer: dict[str, Any] = {}
-    errors: list[str] = []
+    problems: list[str] = []
     if environ.get("OTEL_SERVICE_NAME"):
         layer["service_name"] = environ["OTEL_SERVICE_NAME"]
     if environ.get("OTEL_RESOURCE_ATTRIBUTES"):
-        attrs = parse_encoded_pairs(environ["OTEL_RESOURCE_ATTRIBUTES"], "OTEL_RESOURCE_ATTRIBUTES", errors)
+        attrs = parse_encoded_pairs(environ["OTEL_RESOURCE_ATTRIBUTES"], "OTEL_RESOURCE_ATTRIBUTES", problems)
         layer["resource_attributes"] = attrs
         if "service.name" in attrs and "service_name" not in layer:
             layer["service_name"] = attrs["service.name"]
     export: dict[str, Any] = {}
-    for var, key in (
-        ("OTEL_BSP_SCHEDULE_DELAY", "flush_interval_s"),
-        ("OTEL_METRIC_EXPORT_INTERVAL", "metric_interval_s"),
+    # Spans and log records share one batcher: where the span (BSP) and log (BLRP) processors' variables
+    # both say something, the smaller value holds for both, so neither signal waits or batches more than
+    # it was told to.
+    for key, variables, scale in (
+        ("flush_interval_s", ("OTEL_BSP_SCHEDULE_DELAY", "OTEL_BLRP_SCHEDULE_DELAY"), 1000.0),
+        ("metric_interval_s", ("OTEL_METRIC_EXPORT_INTERVAL",), 1000.0),
+        ("max_batch", ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE"), 0.0),
     ):
-        if environ.get(var):
+        values = []
+        for var in variables:
+            raw = environ.get(var, "").strip()
+            if not raw:
+                continue
             try:
-                export[key] = float(environ[var]) / 1000.0
+                value: float | None = float(raw) / scale if scale else int(raw)
             except ValueError:
-                errors.append(f"{var}: expected milliseconds, got {environ[var]!r}")
+                value = None
+            # NaN passes every later bound check (and would stop exports silently); infinity waits forever
+            if value is None or not math.isfinite(value):
+                problems.append(
+                    f"{var}: expected {'milliseconds' if scale else 'a whole number'}, got {raw!r}"
+                )
+                continue
+            values.append(value)
+        if values:
+            export[key] = min(values)
+    _exporter_choices(environ, export, layer, problems)
     if export:
         layer["export"] = export
+    aggregation = environ.get("OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION", "").strip().lower()
+    if aggregation:
+        layer["metrics"] = {"histogram_aggregation": aggregation}  # MetricsConfig.validate checks the value
     if environ.get("HUBBLE_OTLP_RELAY"):
         layer["source"] = {"relay": environ["HUBBLE_OTLP_RELAY"]}
     if environ.get("HUBBLE_OTLP_CLUSTER_NAME"):
         layer["cluster_name"] = environ["HUBBLE_OTLP_CLUSTER_NAME"]
-    if errors:
-        raise ConfigError("invalid environment: " + "; ".join(errors))
+    if errors is not None:
+        errors.extend(problems)
+    elif problems:
+        raise ConfigError("invalid environment: " + "; ".join(problems))
     return layer
+
+
+def _exporter_choices(
+    environ: Mapping[str, str], export: dict[str, Any], layer: dict[str, Any], errors: list[str]
+) -> None:
+    """OTEL_{TRACES,METRICS,LOGS}_EXPORTER, comma-separated lists of `otlp` (the default), `console`,
+    `prometheus` (metrics) or `none` alone (the signal is not made at all)."""
+    chosen: dict[str, list[str]] = {}
+    for signal in SIGNALS:
+        var = f"OTEL_{signal.upper()}_EXPORTER"
+        names = [n.strip().lower() for n in environ.get(var, "").split(",") if n.strip()]
+        allowed = (
+            ("otlp", "console", "none", "prometheus") if signal == "metrics" else ("otlp", "console", "none")
+        )
+        for name in names:
+            if name not in allowed:
+                errors.append(f"{var}: {name!r} is not an exporter the bridge has (use {', '.join(allowed)})")
+        if "none" in names and len(names) > 1:
+            errors.append(f"{var}: none cannot be combined with other exporters")
+        if names:
+            chosen[signal] = names
+    if not chosen:
+        return
+    names_of = {signal: chosen.get(signal, ["otlp"]) for signal in SIGNALS}
+    for signal in chosen:
+        export[signal] = names_of[signal] != ["none"]
+    export["otlp_signals"] = [s for s in SIGNALS if "otlp" in names_of[s]]
+    export["console"] = [s for s in SIGNALS if "console" in names_of[s]]
+    if not export["otlp_signals"]:
+        export["otlp"] = False
+    if "prometheus" in names_of["metrics"]:
+        # The specification's Prometheus exporter defaults: localhost:9464.
+        host = environ.get("OTEL_EXPORTER_PROMETHEUS_HOST", "").strip() or "localhost"
+        port = environ.get("OTEL_EXPORTER_PROMETHEUS_PORT", "").strip() or "9464"
+        if not port.isdigit():
+            errors.append(f"OTEL_EXPORTER_PROMETHEUS_PORT: expected a port number, got {port!r}")
+        layer["metrics_listen"] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def load_config(
     flags: dict[str, Any],
     config_file: str | None = None,
     environ: Mapping[str, str] | None = None,
+    problems: list[str] | None = None,
 ) -> BridgeConfig:
-    """Resolve defaults < file < environment < flags into a validated BridgeConfig."""
+    """Resolve defaults < file < environment < flags into a validated BridgeConfig.
+
+    Every problem of every layer is collected first and reported once, in one ConfigError: a bad
+    environment variable must not hide the file's mistakes. `problems` holds what the caller found
+    already (the flags' own syntax).
+    """
     environ = os.environ if environ is None else environ
-    file_layer = load_yaml(config_file) if config_file else {}
-    data = merge(merge(file_layer, env_layer(environ)), {})
-    # OTLP env vars sit between the file and the flags.
-    without_flags = build(BridgeConfig, data)
-    otlp = OtlpConfig.from_env(environ, without_flags.otlp)
-    data["otlp"] = merge(to_plain(otlp), {})
+    problems = list(problems or [])
+    file_layer: dict[str, Any] = {}
+    if config_file:
+        try:
+            file_layer = load_yaml(config_file)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    data = merge(file_layer, env_layer(environ, problems))
+    # OTLP env vars sit between the file and the flags. The file's bad values are reported by this
+    # first build (they keep their defaults from here on); the final build repeats the others, and
+    # repeats are dropped below.
+    without_flags = build_collecting(BridgeConfig, data, problems)
+    try:
+        otlp = OtlpConfig.from_env(environ, without_flags.otlp)
+    except ConfigError as exc:
+        problems.append(str(exc).removeprefix("invalid OTLP environment: "))
+        otlp = without_flags.otlp
+    data["otlp"] = to_plain(otlp)
     data = merge(data, flags)
-    config = build(BridgeConfig, data).resolved()
-    config.validate()
+    config = build_collecting(BridgeConfig, data, problems).resolved()
+    try:
+        config.validate()
+    except ConfigError as exc:
+        problems.append(str(exc).removeprefix("invalid configuration: "))
+    if problems:
+        # The same problem can come from two stages (a per-signal check, a layer seen twice): once each.
+        raise ConfigError("invalid configuration: " + "; ".join(dict.fromkeys(problems)))
     return config

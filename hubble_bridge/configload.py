@@ -8,6 +8,7 @@ reports every unknown key or bad value with its dotted path in one error.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Iterable
@@ -62,6 +63,11 @@ def build(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     return result
 
 
+def build_collecting(cls: type[T], data: dict[str, Any], errors: list[str], where: str = "") -> T:
+    """As build(), adding problems to `errors` instead of raising; bad values keep their defaults."""
+    return _build(cls, data, where, errors)
+
+
 def _build(cls: type[T], data: Any, where: str, errors: list[str]) -> T:
     if isinstance(data, cls):
         return data
@@ -77,7 +83,12 @@ def _build(cls: type[T], data: Any, where: str, errors: list[str]) -> T:
         if name not in fields:
             errors.append(f"{path}: unknown key (known: {', '.join(sorted(fields))})")
             continue
-        kwargs[name] = _coerce(hints[name], value, path, errors)
+        before = len(errors)
+        coerced = _coerce(hints[name], value, path, errors)
+        # A bad value keeps the default, so later checks do not report it again; a section keeps its
+        # good keys (its bad ones kept their defaults inside).
+        if len(errors) == before or dataclasses.is_dataclass(hints[name]):
+            kwargs[name] = coerced
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -117,14 +128,7 @@ def _coerce(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
         errors.append(f"{path}: expected true or false, got {value!r}")
         return False
     if tp in (int, float):
-        if isinstance(value, bool):
-            errors.append(f"{path}: expected a number, got {value!r}")
-            return tp()
-        try:
-            return tp(value)
-        except (TypeError, ValueError):
-            errors.append(f"{path}: expected {'an integer' if tp is int else 'a number'}, got {value!r}")
-            return tp()
+        return _number(tp, value, path, errors)
     if tp is str:
         if isinstance(value, (dict, list)):
             errors.append(f"{path}: expected a string, got {type(value).__name__}")
@@ -148,16 +152,55 @@ def _coerce(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
     return value
 
 
+def _number(tp: type[int] | type[float], value: Any, path: str, errors: list[str]) -> int | float:
+    """A finite number; for an int, a whole one (1.9 is refused, not truncated to 1)."""
+    expected = "an integer" if tp is int else "a number"
+    if isinstance(value, (bool, dict, list)):
+        errors.append(f"{path}: expected {expected}, got {_shown(value)}")
+        return tp()
+    try:
+        if tp is int and isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            number: Any = int(value)
+        elif isinstance(value, str) or tp is float:
+            number = float(value)
+        else:
+            number = value
+    except (TypeError, ValueError):
+        errors.append(f"{path}: expected {expected}, got {_shown(value)}")
+        return tp()
+    if isinstance(number, float) and not math.isfinite(number):
+        # NaN compares false with every bound, so a NaN timeout would pass every later check and
+        # silently stop exports; infinity would wait forever.
+        errors.append(f"{path}: expected a finite number, got {_shown(value)}")
+        return tp()
+    if tp is int:
+        if isinstance(number, float):
+            if not number.is_integer():
+                errors.append(f"{path}: expected an integer, got {_shown(value)}")
+                return 0
+            return int(number)
+        if not isinstance(number, int):
+            errors.append(f"{path}: expected an integer, got {_shown(value)}")
+            return 0
+    return number
+
+
+def _shown(value: Any) -> str:
+    """A value in an error message, cut short: configuration values can be long."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def parse_key_values(text: str | list[str], path: str, errors: list[str]) -> dict[str, str]:
     """ "k=v,k2=v2" (or a list of "k=v") into a dict."""
     items = text.split(",") if isinstance(text, str) else text
     out: dict[str, str] = {}
-    for item in items:
+    for number, item in enumerate(items, 1):
         if not item.strip():
             continue
         key, sep, val = item.partition("=")
         if not sep or not key.strip():
-            errors.append(f"{path}: {item!r} is not KEY=VALUE")
+            errors.append(f"{path}: item {number} is not KEY=VALUE")  # unquoted: it may hold a secret
             continue
         out[key.strip()] = val.strip()
     return out

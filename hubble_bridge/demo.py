@@ -102,8 +102,8 @@ def run_demo(args: argparse.Namespace) -> int:
     stats = bridge.stats
     print(
         f"\ndone: {stats.total('flows.received')} events, "
-        f"{stats.get('export.items', signal='traces', result='ok'):.0f} spans, "
-        f"{stats.get('export.items', signal='logs', result='ok'):.0f} log records written to {output}",
+        f"{stats.sum_where('export.items', signal='traces', result='ok'):.0f} spans, "
+        f"{stats.sum_where('export.items', signal='logs', result='ok'):.0f} log records written to {output}",
         file=sys.stderr,
     )
     return code
@@ -121,8 +121,8 @@ def _summarise(bridge: Bridge, stop: threading.Event) -> None:
         stats = bridge.stats
         line = (
             f"{rate:8.0f} flows/s | {n} flows | "
-            f"{stats.get('export.items', signal='traces', result='ok'):.0f} spans | "
-            f"{stats.get('export.items', signal='logs', result='ok'):.0f} logs | "
+            f"{stats.sum_where('export.items', signal='traces', result='ok'):.0f} spans | "
+            f"{stats.sum_where('export.items', signal='logs', result='ok'):.0f} logs | "
             f"{series} series | {stats.total('flows.dropped')} dropped"
         )
         # one live line on a terminal, a line per report otherwise

@@ -4,7 +4,10 @@ Three threads, batches between them:
 - reader: iterates the source, appends events to a bounded buffer;
 - mapper: swaps the buffer out, runs the mapping (metrics, spans, logs) batch by
   batch, and hands export jobs (span/log batches, metric snapshots) on;
-- exporter: sends each job to every sink.
+- exporters, one per signal: send each job to every sink, so one signal's retries never hold the
+  others back.
+Shutdown has one deadline (export.shutdown_timeout_s) from the moment stop() is called: past it, retries
+stop, sinks are shut down (which ends calls in flight) and whatever is left is counted as dropped.
 The per-event path is a list append and the mapping calls; no SDK calls, no I/O.
 """
 
@@ -22,6 +25,7 @@ from google.protobuf.message import DecodeError
 
 from hubble_bridge import __version__
 from hubble_bridge.api import flow_pb2, observer_pb2, relay_pb2
+from hubble_bridge.backoff import backoff_s
 from hubble_bridge.config import BridgeConfig
 from hubble_bridge.flows.codec import enum_name
 from hubble_bridge.gc_tuning import young_threshold_raised
@@ -59,7 +63,11 @@ class Sink(Protocol):
 
 
 def sink_name(sink: Sink) -> str:
-    return type(sink).__name__
+    """A sink's short name in counters and the summary ("otlp", "file"), else its class name."""
+    return str(getattr(sink, "sink_name", "") or type(sink).__name__)
+
+
+SIGNALS = ("traces", "logs", "metrics")
 
 
 @dataclass
@@ -100,8 +108,17 @@ class Bridge:
         self._mapping_lock = threading.Lock()  # guards the mapping state against /metrics scrapes
         self._source_done = threading.Event()
         self._stopping = threading.Event()
-        self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=config.export.export_queue)
+        # A sink that carries only some signals (OTEL_<SIGNAL>_EXPORTER) is not sent, nor counted, the others.
+        self._sinks_of = {
+            signal: [s for s in self.sinks if signal in getattr(s, "signals", SIGNALS)] for signal in SIGNALS
+        }
+        self._jobs: dict[str, queue.Queue[_Job | None]] = {
+            signal: queue.Queue(maxsize=config.export.export_queue) for signal in SIGNALS
+        }
         self._abort = threading.Event()  # shutdown deadline passed: stop retrying
+        self._deadline: float | None = None  # monotonic time the shutdown must be done by
+        self._deadline_lock = threading.Lock()
+        self._deadline_timer: threading.Timer | None = None
         self._last_export_ok = True
         self._undecodable = 0  # event bytes protobuf refused in the mapper
         # readiness: the source says when its stream is open; otherwise the first event tells
@@ -116,61 +133,100 @@ class Bridge:
 
     def _run(self) -> int:
         reader = threading.Thread(target=self._read, name="hubble-otlp-reader", daemon=True)
-        exporter = threading.Thread(target=self._export_loop, name="hubble-otlp-exporter", daemon=True)
+        exporters = [
+            threading.Thread(
+                target=self._export_loop, args=(signal,), name=f"hubble-otlp-export-{signal}", daemon=True
+            )
+            for signal in SIGNALS
+        ]
         reader.start()
-        exporter.start()
+        for exporter in exporters:
+            exporter.start()
         try:
             self._map_loop()
         finally:
             self._stopping.set()
-            deadline = time.monotonic() + self.config.export.shutdown_timeout_s
-            while exporter.is_alive() and time.monotonic() < deadline:
-                try:
-                    self._jobs.put(None, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            exporter.join(max(0.0, deadline - time.monotonic()))
-            if exporter.is_alive():
-                log.warning(
-                    "flush deadline of %.0fs passed: dropping what is left",
-                    self.config.export.shutdown_timeout_s,
-                )
-                self._abort.set()
+            self._start_deadline()  # a source that ended by itself: the flush gets the same deadline
+            for signal in SIGNALS:
+                self._submit(None, signal)
+            for exporter in exporters:
+                exporter.join(max(0.0, self._time_left()))
+            if any(exporter.is_alive() for exporter in exporters):
+                self._expire()
             for sink in self.sinks:
-                sink.shutdown()  # also interrupts a sink's retry backoff
-            exporter.join(5.0)
+                sink.shutdown()
+            for exporter in exporters:
+                exporter.join(1.0)  # after _expire every retry and call in flight ends at once
             self._count_abandoned()
+            if self._deadline_timer is not None:
+                self._deadline_timer.cancel()  # done in time: no deadline warning later
         return 1 if self.error else 0
 
     def summary(self) -> str:
-        """One line of totals, for the log at exit."""
+        """One line of totals, for the log at exit; per sink when there are several."""
         st = self.stats
         parts = [f"{st.total('flows.received')} events received"]
-        for signal in ("traces", "logs", "metrics"):
-            ok = st.get("export.items", signal=signal, result="ok")
-            dropped = st.get("export.items", signal=signal, result="dropped")
-            parts.append(f"{signal}: {ok:.0f} exported, {dropped:.0f} dropped")
+        names = [sink_name(sink) for sink in self.sinks] or [""]
+        for signal in SIGNALS:
+            per_sink = []
+            for name in names:
+                ok = st.sum_where("export.items", signal=signal, result="ok", sink=name)
+                dropped = st.sum_where("export.items", signal=signal, result="dropped", sink=name)
+                where = f" ({name})" if len(names) > 1 else ""
+                per_sink.append(f"{ok:.0f} exported, {dropped:.0f} dropped{where}")
+            parts.append(f"{signal}: {', '.join(per_sink)}")
         dropped_events = st.total("flows.dropped")
         if dropped_events:
             parts.append(f"{dropped_events} events dropped at the queue")
         return "; ".join(parts)
 
     def _count_abandoned(self) -> None:
-        while True:
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                return
-            if job is not None:
-                self.stats.add("export.items", job.count, signal=job.signal, result="dropped")
+        for jobs in self._jobs.values():
+            while self._drop_one(jobs):
+                pass
+
+    def _count_dropped(self, job: _Job, sinks: Sequence[Sink] | None = None) -> None:
+        """A job no sink (or only some) will get: dropped, counted for each sink that missed it."""
+        for sink in self._sinks_of[job.signal] if sinks is None else sinks:
+            name = sink_name(sink)
+            self.stats.add("export.items", job.count, signal=job.signal, result="dropped", sink=name)
 
     def stop(self) -> None:
         """Stop reading; what was read is still mapped and exported. Safe from signal handlers."""
         self._stopping.set()
+        self._start_deadline()
         threading.Thread(target=self.source.close, daemon=True).start()
         with self._cond:
             self._cond.notify_all()
+
+    def _start_deadline(self) -> None:
+        """Start the shutdown clock once; when it runs out, _expire ends whatever still waits."""
+        with self._deadline_lock:
+            if self._deadline is not None:
+                return
+            timeout = self.config.export.shutdown_timeout_s
+            self._deadline = time.monotonic() + timeout
+            self._deadline_timer = threading.Timer(timeout, self._expire)
+            self._deadline_timer.daemon = True
+            self._deadline_timer.start()
+
+    def _time_left(self) -> float:
+        deadline = self._deadline
+        return float("inf") if deadline is None else deadline - time.monotonic()
+
+    def _expire(self) -> None:
+        """The shutdown deadline passed: stop retrying and end calls in flight; the rest is dropped."""
+        with self._deadline_lock:  # the timer and run() may both get here
+            if self._abort.is_set():
+                return
+            self._abort.set()
+        log.warning(
+            "flush deadline of %gs passed: dropping what is left", self.config.export.shutdown_timeout_s
+        )
+        with self._cond:
+            self._cond.notify_all()
+        for sink in self.sinks:
+            sink.shutdown()  # interrupts a sink's retry backoff and its call in flight
 
     @property
     def stopping(self) -> bool:
@@ -238,7 +294,9 @@ class Bridge:
                 self.stats.set("queue.depth", len(self._buffer))
                 batch, self._buffer = self._buffer, []
                 self._cond.notify_all()
-                finished = self._source_done.is_set() and not self._buffer
+                # Past the shutdown deadline the reader may still hang in a source that will not
+                # close: what is buffered is mapped (and counted as dropped), the rest is not waited for.
+                finished = (self._source_done.is_set() or self._abort.is_set()) and not self._buffer
             if batch:
                 with self._mapping_lock:
                     flows_seen = self._map_batch(batch, spans, logs) > 0 or flows_seen
@@ -262,7 +320,7 @@ class Bridge:
                 next_flush = now + export.flush_interval_s
             if now >= next_metrics or finished:
                 if export.metrics:
-                    self._submit(_Job("metrics", [self.snapshot()], 1))
+                    self._submit(_Job("metrics", [self.snapshot()], 1), "metrics")
                 next_metrics = now + export.metric_interval_s
             if finished:
                 return
@@ -359,31 +417,55 @@ class Bridge:
         size = self.config.export.max_batch
         for start in range(0, len(spans), size):
             chunk = spans[start : start + size]
-            self._submit(_Job("traces", chunk, len(chunk)))
+            self._submit(_Job("traces", chunk, len(chunk)), "traces")
         for start in range(0, len(logs), size):
             chunk = logs[start : start + size]
-            self._submit(_Job("logs", chunk, len(chunk)))
+            self._submit(_Job("logs", chunk, len(chunk)), "logs")
 
-    def _submit(self, job: _Job) -> None:
-        if self.config.export.overflow == "drop_oldest":
-            while True:
-                try:
-                    self._jobs.put_nowait(job)
-                    return
-                except queue.Full:
-                    try:
-                        old = self._jobs.get_nowait()
-                    except queue.Empty:
-                        continue
-                    if old is not None:
-                        self.stats.add("export.items", old.count, signal=old.signal, result="dropped")
-        self._jobs.put(job)  # blocks: backpressure reaches the reader and the source
+    def _submit(self, job: _Job | None, signal: str) -> None:
+        """Queue a job (None: the end) for its signal's exporter.
 
-    # ---- exporter ----------------------------------------------------------------------------
+        "block" waits for room, which slows the reader and the source down, but never past the shutdown
+        deadline: then the job is counted as dropped. "drop_oldest" makes room by dropping the oldest.
+        """
+        jobs = self._jobs[signal]
+        drop_oldest = self.config.export.overflow == "drop_oldest"
+        while True:
+            try:
+                if drop_oldest:
+                    jobs.put_nowait(job)
+                else:
+                    jobs.put(job, timeout=0.1)  # blocks: backpressure reaches the reader and the source
+                return
+            except queue.Full:
+                pass
+            aborted = self._abort.is_set()
+            if aborted and job is not None:
+                self._count_dropped(job)
+                return
+            if drop_oldest or aborted:  # aborted: room for the end marker, so the exporter stops
+                self._drop_one(jobs)
 
-    def _export_loop(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            for sink in self.sinks:
+    def _drop_one(self, jobs: queue.Queue[_Job | None]) -> bool:
+        """Take the oldest job off `jobs`, counted as dropped; False when there was none."""
+        try:
+            old = jobs.get_nowait()
+        except queue.Empty:
+            return False
+        if old is not None:
+            self._count_dropped(old)
+        return True
+
+    # ---- exporters ---------------------------------------------------------------------------
+
+    def _export_loop(self, signal: str) -> None:
+        jobs = self._jobs[signal]
+        sinks = self._sinks_of[signal]
+        while (job := jobs.get()) is not None:
+            for i, sink in enumerate(sinks):
+                if self._abort.is_set():
+                    self._count_dropped(job, sinks[i:])
+                    break
                 self._export_with_retry(sink, job)
 
     def _export_with_retry(self, sink: Sink, job: _Job) -> None:
@@ -392,8 +474,9 @@ class Bridge:
             job.signal
         ]
         give_up = time.monotonic() + self.config.export.retry_max_s
-        backoff = 0.5
+        attempt = 0
         while True:
+            attempt += 1
             started = time.monotonic()
             try:
                 ok = method(job.items)  # type: ignore[arg-type]
@@ -401,13 +484,15 @@ class Bridge:
                 log.error("%s export to %s failed: %s", job.signal, sink_name(sink), exc)
                 ok = False
             self._last_export_ok = ok
-            self.stats.add("export.batches", signal=job.signal, result="ok" if ok else "failed")
+            name = sink_name(sink)
+            self.stats.add("export.batches", signal=job.signal, result="ok" if ok else "failed", sink=name)
             self.stats.set("export.latency", time.monotonic() - started, signal=job.signal)
             if ok:
-                self.stats.add("export.items", job.count, signal=job.signal, result="ok")
+                self.stats.add("export.items", job.count, signal=job.signal, result="ok", sink=name)
                 return
-            newer_waiting = self.config.export.overflow == "drop_oldest" and self._jobs.qsize() > 0
-            if newer_waiting or time.monotonic() + backoff > give_up or self._abort.wait(backoff):
-                self.stats.add("export.items", job.count, signal=job.signal, result="dropped")
+            drop_oldest = self.config.export.overflow == "drop_oldest"
+            newer_waiting = drop_oldest and self._jobs[job.signal].qsize() > 0
+            delay = backoff_s(attempt, 0.5, 5.0)
+            if newer_waiting or time.monotonic() + delay > give_up or self._abort.wait(delay):
+                self._count_dropped(job, [sink])
                 return
-            backoff = min(backoff * 2, 5.0)

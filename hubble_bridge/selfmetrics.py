@@ -45,6 +45,12 @@ class SelfMetrics:
         with self._lock:
             return self.counters.get(key, 0) or self.gauges.get(key, 0)
 
+    def sum_where(self, name: str, **labels: str) -> float:
+        """The sum of the counters of `name` whose labels include `labels` (e.g. over every sink)."""
+        wanted = set(labels.items())
+        with self._lock:
+            return sum(v for (n, lbl), v in self.counters.items() if n == name and wanted <= set(lbl))
+
     def total(self, name: str) -> int:
         with self._lock:
             return sum(v for (n, _), v in self.counters.items() if n == name)
@@ -68,6 +74,7 @@ class SelfMetrics:
                 kind=kind,
                 points=points,
                 start_time_ns=self.start_time_ns,
+                observed=True,
             )
             for (name, kind), points in sorted(by_name.items())
         ]
@@ -88,8 +95,10 @@ DESCRIPTIONS = {
     "node_status.changes": "Node status events from Relay, by state.",
     "source.reconnects": "Reconnections to the flow source after the stream was lost.",
     "queue.depth": "Events waiting between the source and the mapping stage.",
-    "export.batches": "Export requests, by signal and result.",
-    "export.items": "Spans, log records or metric snapshots exported or dropped, by signal and result.",
+    "export.batches": "Export requests, by signal, result and sink.",
+    "export.items": (
+        "Spans, log records or metric snapshots exported or dropped, by signal, result and sink (otlp, file)."
+    ),
     "export.latency": "Duration of the last export request, by signal.",
     "spans.unanswered": "L7 requests whose response never came within the join window.",
     "metrics.overflow": "Metric data points that went to an overflow series (cardinality limit).",

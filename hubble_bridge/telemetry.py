@@ -99,17 +99,32 @@ class NumberPoint:
 
 
 @dataclass(slots=True)
+class ExponentialBuckets:
+    """Base-2 exponential buckets: bucket i holds base**i < |v| <= base**(i+1), base = 2**2**-scale."""
+
+    scale: int
+    zero_count: int
+    positive_offset: int = 0
+    positive: list[int] = field(default_factory=list)  # counts of buckets positive_offset, +1, ...
+    negative_offset: int = 0
+    negative: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class HistogramPoint:
     attributes: PointAttributes
     count: int
     sum: float
     bucket_counts: list[int]  # len(bounds) + 1, not cumulative
     exemplars: list[Exemplar] = field(default_factory=list)
+    # The same observations in exponential buckets, kept when OTLP asks for base-2 exponential
+    # histograms; the explicit buckets stay for Prometheus.
+    exponential: ExponentialBuckets | None = None
 
 
 @dataclass(slots=True)
 class MetricFamily:
-    """One metric with all its points, cumulative since start_time_ns.
+    """One metric with all its points, cumulative since start_time_ns (or, `delta`, since then only).
 
     `name` is the OpenTelemetry name ("hubble.flows_processed"); the Prometheus
     sink derives Hubble's exposition name from it ("hubble_flows_processed_total").
@@ -122,6 +137,10 @@ class MetricFamily:
     points: list[NumberPoint] | list[HistogramPoint]
     start_time_ns: int
     bounds: tuple[float, ...] = ()
+    # Read from components at snapshot time (an asynchronous counter, in the SDK's terms) rather than
+    # counted per flow: low-memory temporality keeps these cumulative.
+    observed: bool = False
+    delta: bool = False  # points cover start_time_ns..time only (set by the OTLP exporter's conversion)
 
 
 @dataclass(slots=True)

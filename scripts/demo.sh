@@ -21,11 +21,12 @@ if [[ "${HUBBLE_OTLP_DEMO_PURE:-}" != 1 ]] && can_compile; then
   stamp=$venv/.installed
   # Rebuilt when any source file is newer than the last build (a build takes a minute or two on 2 cores).
   if [[ ! -f $stamp ]] || [[ -n $(find hubble_bridge setup.py pyproject.toml -newer "$stamp" -name '*.py' -print -quit) ]] ||
-    [[ pyproject.toml -nt $stamp ]]; then
+    [[ pyproject.toml -nt $stamp || requirements.txt -nt $stamp ]]; then
     echo "demo: building a regular install with the compiled hot path into $venv (once per change)"
     [[ -x $venv/bin/python ]] || python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --upgrade pip
-    "$venv/bin/python" -m pip install -q "$repo"
+    # As scripts/setup.sh: the locked versions with their hashes, then the project without resolving.
+    "$venv/bin/python" -m pip install -q --require-hashes --no-deps -r requirements-build.txt -r requirements.txt
+    "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation "$repo"
     touch "$stamp"
   fi
   python=$venv/bin/python

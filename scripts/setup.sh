@@ -34,11 +34,13 @@ fi
 if [[ ! -x .venv/bin/python ]]; then
   python3 -m venv .venv
 fi
-extras=""
-(( want_test )) && extras="[test]"
-stamp=".venv/.installed${extras}"
-if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".${extras}"
+# Exact versions, with hashes, from the lock files (scripts/lock.sh writes them from pyproject.toml); then
+# the project itself with no dependency resolution and no build isolation, so nothing unlocked comes in.
+lock=requirements.txt
+(( want_test )) && lock=requirements-test.txt
+stamp=".venv/.installed-$lock"
+if [[ ! -f "$stamp" || "$lock" -nt "$stamp" || pyproject.toml -nt "$stamp" ]]; then
+  .venv/bin/python -m pip install -q --require-hashes --no-deps -r requirements-build.txt -r "$lock"
+  .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
   touch "$stamp"
 fi

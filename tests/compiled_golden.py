@@ -33,6 +33,7 @@ FAMILIES = [
     "policy",
     "flows-to-world",
     "port-distribution",
+    "service-graph:dimensions=namespace,cluster,protocol",
 ]
 CONFIGS = (
     {},

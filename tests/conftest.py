@@ -11,6 +11,24 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_FLOWS = REPO.parent / "shared" / "flows"
+# CI (CI=true) must run every test whose prerequisite the set-up installs: there a missing one fails the
+# test instead of skipping it, so a broken set-up cannot pass as green. Only the Docker builds may skip.
+IN_CI = os.environ.get("CI") == "true"
+
+
+def require(missing: str | None) -> None:
+    """Skip the calling test (or fixture) when a prerequisite is missing; in CI, fail it instead."""
+    if missing is None:
+        return
+    if IN_CI:
+        pytest.fail(f"CI must run this test, but {missing}", pytrace=False)
+    pytest.skip(missing)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """`@pytest.mark.prerequisite(missing)`: require(missing) before the test, for modules and classes."""
+    for mark in item.iter_markers("prerequisite"):
+        require(mark.args[0])
 
 
 def flow_files() -> list[Path]:

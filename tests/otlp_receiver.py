@@ -66,6 +66,7 @@ class OtlpReceiver:
         self._cond = threading.Condition(threading.RLock())
         self._fail: list[tuple[grpc.StatusCode, int, float | None]] = []
         self._outage = False  # every call fails with UNAVAILABLE / 503 until end_outage()
+        self._failing: set[str] = set()  # signals whose every call fails, as in an outage
         self._stalled = False
         self._reject: tuple[int, str] | None = None
         self._grpc: grpc.Server | None = None
@@ -74,7 +75,8 @@ class OtlpReceiver:
         self.http_endpoint = ""
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self) -> OtlpReceiver:
+    def start(self, grpc_port: int = 0) -> OtlpReceiver:
+        """Serve; `grpc_port` restarts a stopped receiver where its clients still point."""
         scheme = "https" if self.tls else "http"
         self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         trace_grpc.add_TraceServiceServicer_to_server(_Servicer(self, "traces"), self._grpc)  # type: ignore[arg-type]
@@ -86,9 +88,9 @@ class OtlpReceiver:
                 root_certificates=self.tls.client_ca_pem,
                 require_client_auth=self.tls.client_ca_pem is not None,
             )
-            port = self._grpc.add_secure_port("127.0.0.1:0", creds)
+            port = self._grpc.add_secure_port(f"127.0.0.1:{grpc_port}", creds)
         else:
-            port = self._grpc.add_insecure_port("127.0.0.1:0")
+            port = self._grpc.add_insecure_port(f"127.0.0.1:{grpc_port}")
         self._grpc.start()
         self.grpc_endpoint = f"{scheme}://127.0.0.1:{port}"
 
@@ -142,6 +144,11 @@ class OtlpReceiver:
     def end_outage(self) -> None:
         with self._cond:
             self._outage = False
+
+    def fail_signal(self, signal: str) -> None:
+        """Fail every call of one signal (UNAVAILABLE / 503); the others are served."""
+        with self._cond:
+            self._failing.add(signal)
 
     def stall(self) -> None:
         """Hold every call until release() (or stop())."""
@@ -200,7 +207,7 @@ class OtlpReceiver:
             self._cond.wait_for(lambda: not self._stalled, STALL_LIMIT_S)
             if self._fail:
                 return None, self._fail.pop(0)
-            if self._outage:
+            if self._outage or signal in self._failing:
                 return None, (grpc.StatusCode.UNAVAILABLE, 503, None)
             self.received.append(Received(signal, transport, request, headers, peer))
             response = SIGNALS[signal][1]()

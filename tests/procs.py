@@ -62,6 +62,17 @@ class CliProcess:
             raise AssertionError(f"{self.args[0]}: no line matching {pattern!r}; output:\n" + self.output)
         return found[0]
 
+    def wait_for_lines(self, pattern: str, count: int, timeout: float = 30.0) -> int:
+        """Wait until `count` lines match (or the process exits); returns how many did."""
+        regex = re.compile(pattern)
+
+        def matching() -> int:
+            return sum(1 for line in self.lines if regex.search(line))
+
+        with self._cond:
+            self._cond.wait_for(lambda: matching() >= count or "<exited>" in self.lines, timeout)
+            return matching()
+
     @property
     def output(self) -> str:
         with self._cond:

@@ -22,6 +22,7 @@ from hubble_bridge.errors import BridgeError, ConfigError
 from hubble_bridge.flows.codec import to_json_line
 from hubble_bridge.generator import generate_responses
 from hubble_bridge.sources.relay import RelayClient, build_request
+from tests.conftest import require
 
 RATES = [key for key in KEYS if key.endswith("_per_s")]
 
@@ -97,8 +98,7 @@ def test_python_fallback_source_serves_the_frames(tmp_path: Path, monkeypatch: p
 def test_go_source_serves_the_frames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HUBBLE_OTLP_BENCH_SOURCE", raising=False)
     binary, why = go_binary()
-    if binary is None:
-        pytest.skip(why)
+    require(why if binary is None else None)
     _serves_frames(tmp_path)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from hubble_bridge.compiled import HOT
-from tests.conftest import flow_files
+from tests.conftest import flow_files, require
 
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN = REPO / "tests" / "compiled_golden.py"
@@ -38,9 +38,9 @@ def _python(tree: Path, *args: str, timeout: float = 600) -> subprocess.Complete
 @pytest.fixture(scope="module")
 def compiled_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if importlib.util.find_spec("Cython") is None:
-        pytest.skip("Cython is not installed: pip install -e '.[test]' (scripts/setup.sh --test does)")
+        require("Cython is not installed: scripts/setup.sh --test installs it from the test lock")
     if shutil.which("cc") is None:
-        pytest.skip("no C compiler: apt-get install gcc (scripts/setup.sh --test does)")
+        require("no C compiler: apt-get install gcc (scripts/setup.sh --test does)")
     tree = tmp_path_factory.mktemp("compiled")
     skip = shutil.ignore_patterns("__pycache__")
     shutil.copytree(REPO / "hubble_bridge", tree / "hubble_bridge", ignore=skip)

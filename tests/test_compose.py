@@ -158,8 +158,8 @@ def test_collector_prometheus_and_grafana_point_at_each_other() -> None:
     assert providers[0]["options"]["path"] in mounted
 
 
-@pytest.mark.skipif(
-    shutil.which("promtool") is None, reason="promtool (Debian package prometheus) not installed"
+@pytest.mark.prerequisite(
+    None if shutil.which("promtool") else "promtool (Debian package prometheus) is not installed"
 )
 def test_prometheus_config_passes_promtool() -> None:
     result = subprocess.run(
@@ -207,11 +207,13 @@ def test_dashboard_queries_use_metrics_and_labels_the_bridge_produces() -> None:
         assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
         for target in panel["targets"]:
             expr = target["expr"]
-            metrics = set(re.findall(r"\b((?:hubble|http)_[a-z_]+)\s*[{[]", expr))
+            metrics = set(re.findall(r"\b((?:hubble|http|traces)_[a-z_]+)\s*[{[]", expr))
             assert metrics, (panel["title"], expr)
             unknown = metrics - set(produced)
             assert not unknown, f"{panel['title']}: the bridge does not produce {unknown}"
-            available = set().union(*(produced[m] for m in metrics))
+            # Labels the query makes: label_replace(v, "dst", "repl", ...), label_join(v, "dst", "sep", ...).
+            created = set(re.findall(r'"([a-z_]+)",\s*"[^"]*",\s*"', expr))
+            available = set().union(*(produced[m] for m in metrics)) | created
             grouped = {x.strip() for group in re.findall(r"by \(([^)]*)\)", expr) for x in group.split(",")}
             matched = set(re.findall(r"([a-z_]+)\s*(?:=~|!~|!=|=)\s*\"", expr))
             missing = (grouped | matched) - available - PROMQL_WORDS
@@ -277,7 +279,9 @@ def test_kind_demo_pieces_fit_together() -> None:
         assert (REPO / path).exists(), f"kind-demo.sh refers to missing {path}"
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck (Debian package) not installed")
+@pytest.mark.prerequisite(
+    None if shutil.which("shellcheck") else "shellcheck (Debian package) is not installed"
+)
 def test_shell_scripts_pass_shellcheck() -> None:
     scripts = [REPO / "scripts" / "kind-demo.sh", *DEPLOY.rglob("*.sh")]
     result = subprocess.run(["shellcheck", *map(str, scripts)], capture_output=True, text=True, timeout=60)

@@ -7,18 +7,12 @@ import fnmatch
 import re
 import shutil
 import subprocess
-import tomllib
-from functools import cache
-from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
 import pytest
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
-CONSTRAINTS = REPO / "deploy" / "constraints.txt"
 
 
 def stages() -> dict[str, list[str]]:
@@ -41,15 +35,6 @@ def stages() -> dict[str, list[str]]:
 
 def build_args() -> dict[str, str]:
     return dict(re.findall(r"^ARG (\w+)=(\S+)", DOCKERFILE.read_text(), re.MULTILINE))
-
-
-def pins() -> dict[str, str]:
-    out = {}
-    for line in CONSTRAINTS.read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            name, _, version = line.partition("==")
-            out[canonicalize_name(name)] = version.strip()
-    return out
 
 
 def test_bridge_is_the_default_target_and_runs_as_non_root() -> None:
@@ -88,38 +73,15 @@ def test_base_images_and_packages_are_pinned() -> None:
             w for w in line.split("apt-get install", 1)[1].split("&&")[0].split() if not w.startswith("-")
         ]
         assert packages and all("=" in p for p in packages), f"unpinned Debian packages in: {line}"
-    for line in (line for lines in stages().values() for line in lines if "pip install" in line):
-        assert "--constraint constraints.txt" in line
-
-
-@cache
-def runtime_closure() -> dict[str, str]:
-    """Every runtime dependency (transitively) of the project, with the version installed here."""
-    roots = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    seen: dict[str, str] = {}
-    stack = [Requirement(r) for r in roots]
-    while stack:
-        req = stack.pop()
-        key = canonicalize_name(req.name)
-        if key in seen or (req.marker and not req.marker.evaluate({"extra": ""})):
-            continue
-        try:
-            dist = distribution(req.name)
-        except PackageNotFoundError:
-            pytest.fail(f"{req.name} is a runtime dependency but is not installed in this environment")
-        seen[key] = dist.version
-        stack.extend(Requirement(r) for r in dist.requires or [])
-    return seen
-
-
-def test_constraints_pin_every_runtime_dependency() -> None:
-    pinned = pins()
-    closure = runtime_closure()
-    missing = sorted(set(closure) - set(pinned))
-    assert not missing, "add to deploy/constraints.txt: " + ", ".join(f"{n}=={closure[n]}" for n in missing)
-    for requirement in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]:
-        req = Requirement(requirement)
-        assert req.specifier.contains(pinned[canonicalize_name(req.name)]), f"{requirement} vs the pin"
+    # Python packages: exact versions with hashes from the locks (tests/test_dependencies.py checks them),
+    # and nothing resolved in the build.
+    for line in (
+        line for lines in stages().values() for line in lines if re.search(r"pip (install|wheel)", line)
+    ):
+        for command in re.findall(r"pip (?:install|wheel) [^&]+", line):
+            assert "--no-deps" in command, f"pip resolves dependencies in: {command}"
+            if " -r " in command:
+                assert "--require-hashes" in command and re.search(r"-r requirements(-build)?\.txt", command)
 
 
 def test_dockerignore_keeps_what_the_build_copies() -> None:
@@ -136,7 +98,14 @@ def test_dockerignore_keeps_what_the_build_copies() -> None:
 
     copies = re.findall(r"^COPY (?!--from)(.+?) \S+$", DOCKERFILE.read_text(), re.MULTILINE)
     sources = {src for line in copies for src in line.split()}
-    assert sources == {"deploy/constraints.txt", "pyproject.toml", "README.md", "setup.py", "hubble_bridge"}
+    assert sources == {
+        "requirements.txt",
+        "requirements-build.txt",
+        "pyproject.toml",
+        "README.md",
+        "setup.py",
+        "hubble_bridge",
+    }
     for source in sources:
         assert (REPO / source).exists() and included(source), source
     for excluded in (".venv", ".git", "tests", "helm/hubble-otlp/values.yaml"):

@@ -27,7 +27,7 @@ from hubble_bridge.k8s.leader import LeaderElectionConfig
 CHART = Path(__file__).resolve().parents[1] / "helm" / "hubble-otlp"
 NAMESPACE = "monitoring"
 K8S_VERSION = kubernetes_validate.latest_version()
-SIDECAR_CAPS = {"BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE"}
+SIDECAR_CAPS = {"BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE", "NET_RAW"}
 CRDS = {"monitoring.coreos.com/v1"}
 
 
@@ -291,9 +291,23 @@ def test_node_mode_with_the_sidecar() -> None:
         "sidecar",
         "--listen=127.0.0.1:4250",
         "--interval=10",
+        "--health-listen=:9979",
         "--interface=eth0",
         "--interface=ens5",
     ]
+    # Every probe is an HTTP GET the kubelet sends to a port the container declares: no process is
+    # started per probe, and on the host network the kubelet reaches `:9979` (all addresses).
+    for container in by_name.values():
+        declared = {port["name"] for port in container.get("ports", [])}
+        for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+            probe = container.get(kind)
+            if probe is not None:
+                assert set(probe) - {"periodSeconds", "failureThreshold", "timeoutSeconds"} == {"httpGet"}, (
+                    kind
+                )
+                assert probe["httpGet"]["port"] in declared, (container["name"], kind)
+    assert sidecar["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "sidecar-health"}
+    assert sidecar["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "sidecar-health"}
     sc = sidecar["securityContext"]
     assert set(sc["capabilities"]["add"]) == SIDECAR_CAPS and sc["capabilities"]["drop"] == ["ALL"]
     assert sc["privileged"] is False and sc["allowPrivilegeEscalation"] is False
@@ -321,6 +335,14 @@ def test_node_mode_with_the_sidecar() -> None:
     assert role["rules"] == [
         {"apiGroups": [""], "resources": ["pods", "services"], "verbs": ["get", "list", "watch"]}
     ]
+
+
+def test_sidecar_without_l7_gets_no_raw_sockets() -> None:
+    index = validated({"mode": "node", "sidecar": {"enabled": True, "l7": {"enabled": False}}})
+    sidecar = containers(index)["sidecar"]
+    assert set(sidecar["securityContext"]["capabilities"]["add"]) == SIDECAR_CAPS - {"NET_RAW"}
+    assert "--no-l7" in sidecar["args"]
+    assert build_parser().parse_args(sidecar["args"]).no_l7
 
 
 def test_sidecar_alone_without_metadata_needs_no_token() -> None:
@@ -425,3 +447,28 @@ def test_container_arguments_parse_with_the_real_command_line() -> None:
         pytest.skip("`hubble-otlp sidecar` is not in this build yet; bridge arguments checked")
     args = parser.parse_args(by_name["sidecar"]["args"])
     assert args.command == "sidecar" and args.verbose
+
+
+def test_service_graph_is_on_by_default_and_follows_the_bridge_defaults() -> None:
+    from hubble_bridge.mapping.metrics.aggregator import DEFAULT_FAMILIES
+
+    built = check_bridge_config(bridge_config(validated()))
+    # The chart's copy of the bridge's defaults must not drift from them.
+    assert built.metrics.families == [*DEFAULT_FAMILIES, "service-graph:dimensions=namespace"]
+    built.metrics.validate()
+    options = {"serviceGraph": {"options": "dimensions=cluster;window=5"}}
+    assert (
+        bridge_config(validated(options))["metrics"]["families"][-1]
+        == "service-graph:dimensions=cluster;window=5"
+    )
+    bare = bridge_config(validated({"serviceGraph": {"options": ""}}))
+    assert bare["metrics"]["families"][-1] == "service-graph"
+    off = bridge_config(validated({"serviceGraph": {"enabled": False}}))
+    assert "families" not in off.get("metrics", {})  # the bridge's own defaults, without the family
+    # Other metrics settings keep the family; an explicit list is used as given.
+    limit = bridge_config(validated({"config": {"metrics": {"cardinality_limit": 500}}}))["metrics"]
+    assert limit["cardinality_limit"] == 500 and limit["families"][-1].startswith("service-graph")
+    own = bridge_config(validated({"config": {"metrics": {"families": ["flow"]}}}))
+    assert own["metrics"]["families"] == ["flow"]
+    with pytest.raises(Exception, match="serviceGraph"):
+        render({"serviceGraph": {"enabled": "yes"}})

@@ -263,7 +263,13 @@ def test_a_confirmed_leap_of_stream_time_still_expires_old_requests() -> None:
 
 def test_new_label_values_on_every_flow_stay_within_the_cardinality_limit() -> None:
     limit = 10
-    families = ["flow:sourceContext=pod", "drop:sourceContext=ip", "dns:query", "httpV2:sourceContext=pod"]
+    # httpV2 swaps the two context values (as Hubble), so it needs both to label by pod.
+    families = [
+        "flow:sourceContext=pod",
+        "drop:sourceContext=ip",
+        "dns:query",
+        "httpV2:sourceContext=pod;destinationContext=pod",
+    ]
     metrics = MetricsAggregator(MetricsConfig(families=families, cardinality_limit=limit), 1)
     flows = 200
     for i in range(flows):

@@ -264,6 +264,7 @@ def test_world_is_decided_by_the_labels_not_the_identity() -> None:
     for _ in range(2):  # the second round from the cache
         for i, destination in enumerate(destinations):
             flow = flow_pb2.Flow(verdict=flow_pb2.FORWARDED, destination=destination)
+            flow.event_type.type = 4  # trace: Hubble skips a flow without an event type
             flow.is_reply.value = False
             flow.l4.UDP.destination_port = 53 + i
             agg.process_flow(flow)

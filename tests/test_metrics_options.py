@@ -103,14 +103,16 @@ def test_context_identifiers_and_first_non_empty_fallback(
     assert drop_context(options) == [(("source", source), ("destination", destination))]
 
 
-def test_pod_falls_back_to_namespace_for_endpoints_without_pod() -> None:
+def test_pod_of_an_endpoint_without_pod_is_its_namespace_and_a_slash() -> None:
+    # cilium pkg/hubble/metrics/api/context.go getContextIDLabelValue: pod name, prefixed with
+    # "namespace/" whenever the namespace is set; "" only without both, where `|` falls back.
     world = {"identity": 2, "namespace": "", "labels": ["reserved:world"]}
     node = {"identity": 1, "namespace": "kube-system", "labels": ["reserved:host"]}
     got = drop_context(
         "sourceContext=pod|namespace;destinationContext=pod|reserved-identity",
         flow(source=node, destination=world),
     )
-    assert got == [(("source", "kube-system"), ("destination", "reserved:world"))]
+    assert got == [(("source", "kube-system/"), ("destination", "reserved:world"))]
     apiserver = {"labels": ["reserved:world", "reserved:kube-apiserver"]}
     got = drop_context("destinationContext=reserved-identity", flow(destination=apiserver))
     assert got == [(("destination", "reserved:kube-apiserver"),)]
@@ -147,10 +149,17 @@ def test_labels_context_comes_before_source_and_destination() -> None:
 
 
 def test_direction_specific_contexts_override_the_generic_one() -> None:
+    # cilium pkg/hubble/metrics/api/context.go: the label exists only with sourceContext /
+    # destinationContext; a direction-specific context overrides it for that direction.
     options = "sourceContext=namespace;sourceEgressContext=pod-name;destinationIngressContext=ip"
     egress, ingress = flow(traffic_direction="EGRESS"), flow(traffic_direction="INGRESS")
     assert drop_context(options, egress, ingress) == [
-        (("source", "cart-7d9f8b6c5-x2x4z"), ("destination", "")),
+        (("source", "cart-7d9f8b6c5-x2x4z"),),
+        (("source", "shop"),),
+    ]
+    both = "sourceContext=namespace;destinationContext=namespace;destinationIngressContext=ip"
+    assert drop_context(both, egress, ingress) == [
+        (("source", "shop"), ("destination", "db")),
         (("source", "shop"), ("destination", "10.0.0.2")),
     ]
 
@@ -169,13 +178,16 @@ def test_http_v2_reads_the_context_from_the_request_side() -> None:
     labels = "labelsContext=source_namespace,source_workload,destination_namespace,destination_workload"
     agg = aggregate([f"httpV2:{labels};sourceContext=pod;destinationContext=namespace"], reply)
     (attrs,) = counts(agg, "hubble.http_requests")
+    # cilium pkg/hubble/metrics/api/context.go getLabelValues(invert=true): labelsContext reads
+    # the swapped sides, while source/destination are computed on the flow as it is (sourceContext
+    # on the server, destinationContext on the client) and the two values then swapped.
     assert attrs[:6] == (
         ("source_namespace", "shop"),
         ("source_workload", "cart"),
         ("destination_namespace", "db"),
         ("destination_workload", "redis"),
-        ("source", "shop/cart-1"),
-        ("destination", "db"),
+        ("source", "shop"),
+        ("destination", "db/redis-0"),
     )
 
 

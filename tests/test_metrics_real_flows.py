@@ -106,7 +106,7 @@ def test_field_masked_drops(everything: MetricsAggregator) -> None:
         (("reason", "INVALID_SOURCE_IP"), ("protocol", "ICMPv6")): 1,
         (("reason", "POLICY_DENIED"), ("protocol", "TCP")): 1,
     }
-    assert counts(everything, "hubble.icmp") == {(("family", "IPv6"), ("type", "RouterSolicitation")): 1}
+    assert counts(everything, "hubble.icmp") == {(("family", "IPv4"), ("type", "RouterSolicitation")): 1}
 
 
 def test_context_labels_on_real_flows() -> None:

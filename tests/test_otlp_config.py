@@ -120,7 +120,8 @@ def test_every_bad_variable_is_reported_at_once() -> None:
     message = str(err.value)
     assert "OTEL_EXPORTER_OTLP_INSECURE: expected true or false, got 'maybe'" in message
     assert "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: expected milliseconds, got 'soon'" in message
-    assert "OTEL_EXPORTER_OTLP_HEADERS: 'novalue' is not key=value" in message
+    assert "OTEL_EXPORTER_OTLP_HEADERS: item 1 is not key=value" in message
+    assert "novalue" not in message  # a malformed header may be a credential: never repeated
     assert "\n" not in message
 
 

@@ -302,3 +302,68 @@ def test_endpoint_credentials_and_query_never_reach_messages() -> None:
         assert "s3cr3tpw" not in error and "t0ken" not in error
     finally:
         exporter.shutdown()
+
+
+def test_resource_exhausted_without_retry_info_is_final(receiver: OtlpReceiver) -> None:
+    """The OTLP specification: RESOURCE_EXHAUSTED is retried only when the server sent RetryInfo."""
+    receiver.fail_next(1, grpc_code=grpc.StatusCode.RESOURCE_EXHAUSTED)
+    ex = exporter(receiver, "grpc")
+    assert not ex.export_traces(spans(1))
+    ex.shutdown()
+    assert receiver.calls == 1 and ex.stats()["traces"].retries == 0
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 413, 500])
+def test_http_statuses_outside_the_retryable_set_are_final(receiver: OtlpReceiver, status: int) -> None:
+    receiver.fail_next(1, http_status=status)
+    ex = exporter(receiver, "http/protobuf")
+    assert not ex.export_traces(spans(1))
+    ex.shutdown()
+    assert receiver.calls == 1 and ex.stats()["traces"].retries == 0
+
+
+def test_partial_success_is_logged_once_per_interval(
+    receiver: OtlpReceiver, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hubble_bridge.sinks.otlp_export as otlp_export
+
+    ex = exporter(receiver, "grpc")
+    with caplog.at_level("DEBUG", logger="hubble_bridge.sinks.otlp_export"):
+        for n in (1, 2, 1):
+            receiver.reject_next(n, f"span {n} refused")
+            assert ex.export_traces(spans(3))
+        monkeypatch.setattr(otlp_export, "PARTIAL_LOG_INTERVAL_S", 0.0)  # the next interval has begun
+        receiver.reject_next(1, "late")
+        assert ex.export_traces(spans(3))
+    ex.shutdown()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "OTLP export: traces: server rejected 1 of 3: span 1 refused",
+        "OTLP export: traces: server rejected 1 of 3: late (3 partial successes since the last warning)",
+    ]
+    assert ex.stats()["traces"].items_rejected == 5
+
+
+def counter_snapshot(value: int, time_ns: int, start_ns: int = 10) -> MetricsSnapshot:
+    family = MetricFamily(
+        "hubble.flows_processed", "flows", "{flow}", MetricKind.COUNTER,
+        [NumberPoint((("verdict", "FORWARDED"),), value)], start_ns,
+    )  # fmt: skip
+    return MetricsSnapshot(RESOURCE, time_ns, [family])
+
+
+def test_delta_after_a_failed_export_covers_both_intervals(receiver: OtlpReceiver) -> None:
+    ex = exporter(receiver, "grpc", metrics_temporality="delta")
+    assert ex.export_metrics([counter_snapshot(5, 100)])
+    receiver.fail_next(1, grpc_code=grpc.StatusCode.INVALID_ARGUMENT)
+    assert not ex.export_metrics([counter_snapshot(8, 200)])
+    assert ex.export_metrics([counter_snapshot(12, 300)])
+    assert ex.export_metrics([counter_snapshot(12, 400)])  # nothing new: no point
+    # the source restarted (new start time): its whole count is new
+    assert ex.export_metrics([counter_snapshot(2, 500, start_ns=450)])
+    ex.shutdown()
+    points = [
+        (p.start_time_unix_nano, p.time_unix_nano, p.as_int)
+        for p in receiver.metric_points("hubble.flows_processed")
+    ]
+    assert points == [(10, 100, 5), (100, 300, 7), (450, 500, 2)]

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from hubble_bridge.errors import BridgeError, ConfigError
-from hubble_bridge.sinks.http_server import HttpEndpoint, parse_listen
+from hubble_bridge.server.address import ListenAddress, parse_listen
+from hubble_bridge.sinks.http_server import HttpEndpoint
 from hubble_bridge.sinks.prometheus import (
     OPENMETRICS_CONTENT_TYPE,
     TEXT_CONTENT_TYPE,
@@ -78,7 +79,7 @@ hubble_flows_processed_total{protocol="UDP",type="L7",verdict="DROPPED"} 3
 # TYPE hubble_http_request_duration_seconds histogram
 hubble_http_request_duration_seconds_bucket{method="GET",reporter="client",le="0.005"} 1
 hubble_http_request_duration_seconds_bucket{method="GET",reporter="client",le="0.1"} 3
-hubble_http_request_duration_seconds_bucket{method="GET",reporter="client",le="1.0"} 5
+hubble_http_request_duration_seconds_bucket{method="GET",reporter="client",le="1"} 5
 hubble_http_request_duration_seconds_bucket{method="GET",reporter="client",le="+Inf"} 6
 hubble_http_request_duration_seconds_sum{method="GET",reporter="client"} 2.75
 hubble_http_request_duration_seconds_count{method="GET",reporter="client"} 6
@@ -234,9 +235,11 @@ def test_bad_listen_addresses(listen: str) -> None:
 
 
 def test_listen_forms() -> None:
-    assert parse_listen(":9965") == ("0.0.0.0", 9965)
-    assert parse_listen("[::1]:9965") == ("::1", 9965)
-    assert parse_listen("127.0.0.1:0") == ("127.0.0.1", 0)
+    assert parse_listen(":9965") == ListenAddress("", 9965)
+    assert parse_listen("[::1]:9965") == ListenAddress("::1", 9965)
+    assert parse_listen("127.0.0.1:0") == ListenAddress("127.0.0.1", 0)
+    with pytest.raises(ConfigError, match="unix sockets are not supported here"):
+        HttpEndpoint("unix:///tmp/x.sock", {})
 
 
 def test_a_port_in_use_is_one_line_error() -> None:

@@ -156,10 +156,13 @@ def test_field_mask_keeps_only_listed_flow_fields(stub, recorded) -> None:
         ({"first": True, "follow": True}, "first cannot be combined with follow"),
         ({"field_mask": {"paths": ["source.nope"]}}, "'source.nope'"),
         (
-            {"whitelist": [flow_pb2.FlowFilter(experimental={"cel_expression": ["true"]})]},
-            "experimental.cel_expression",
+            {"whitelist": [flow_pb2.FlowFilter(experimental={"cel_expression": ["_flow.IP"]})]},
+            'wanted "bool" result type',
         ),
         ({"blacklist": [flow_pb2.FlowFilter(source_ip=["10.0.0.0/99"])]}, "source_ip"),
+        # RE2 syntax, as Hubble's Go regexp: lookbehind and backreferences are refused.
+        ({"whitelist": [flow_pb2.FlowFilter(http_path=["(?<=/api)/v1"])]}, "RE2 syntax"),
+        ({"whitelist": [flow_pb2.FlowFilter(dns_query=[r"(a)\1"])]}, "dns_query"),
     ],
 )
 def test_requests_hubble_refuses_are_invalid_argument(stub, request_fields, message) -> None:
@@ -303,8 +306,8 @@ def test_malformed_listen_addresses_name_the_value(value: str) -> None:
 
 
 def test_listen_forms() -> None:
-    assert parse_listen(":4245") == "[::]:4245"
-    assert parse_listen("[::1]:0") == "[::1]:0"
+    assert parse_listen(":4245").grpc_address() == "[::]:4245"
+    assert parse_listen("[::1]:0").grpc_address() == "[::1]:0"
     server = ObserverServer(EventStore(), ":0")
     address = server.start()
     assert address.startswith("[::]:") and not address.endswith(":0")

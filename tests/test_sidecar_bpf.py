@@ -64,7 +64,7 @@ if NET4 is None or NET6 is None:
 HOST4, PEER4 = (str(NET4[1]), str(NET4[2])) if NET4 else ("", "")
 HOST6, PEER6 = (str(NET6[1]), str(NET6[2])) if NET6 else ("", "")
 NODE = "sidecar-test-node"
-pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"real eBPF tests: {MISSING}")
+pytestmark = pytest.mark.prerequisite(MISSING and f"real eBPF tests: {MISSING}")
 
 # Runs inside the namespace: a one-connection TCP echo server, or a UDP sender.
 PEER_SCRIPT = r"""

@@ -6,7 +6,7 @@ import warnings
 
 from hubble_bridge.api import peer_pb2 as peer_dot_peer__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15sidecar/sidecar.proto\x12\x13hubble_otlp.sidecar\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x06\n\x0bSidecarFlow\x12\x35\n\x05\x65vent\x18\x01 \x01(\x0e\x32&.hubble_otlp.sidecar.SidecarFlow.Event\x12\x14\n\x0cpackets_sent\x18\x02 \x01(\x04\x12\x12\n\nbytes_sent\x18\x03 \x01(\x04\x12\x18\n\x10packets_received\x18\x04 \x01(\x04\x12\x16\n\x0e\x62ytes_received\x18\x05 \x01(\x04\x12.\n\nfirst_seen\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12\x63onnect_latency_ns\x18\x07 \x01(\x04\x12\x13\n\x0b\x64uration_ns\x18\x08 \x01(\x04\x12\x13\n\x0bretransmits\x18\t \x01(\r\x12\x39\n\x07process\x18\n \x01(\x0b\x32(.hubble_otlp.sidecar.SidecarFlow.Process\x12;\n\x0cprocess_side\x18\x0b \x01(\x0e\x32%.hubble_otlp.sidecar.SidecarFlow.Side\x12\x38\n\tclosed_by\x18\x0c \x01(\x0e\x32%.hubble_otlp.sidecar.SidecarFlow.Side\x12\x14\n\x0c\x65rror_number\x18\r \x01(\x05\x12\r\n\x05\x65rror\x18\x0e \x01(\t\x1a\'\n\x07Process\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x0f\n\x07\x63ommand\x18\x02 \x01(\t\"\xc4\x01\n\x05\x45vent\x12\x15\n\x11\x45VENT_UNSPECIFIED\x10\x00\x12\r\n\tEVENT_XDP\x10\x01\x12\x15\n\x11\x45VENT_TCP_CONNECT\x10\x02\x12\x14\n\x10\x45VENT_TCP_ACCEPT\x10\x03\x12\x13\n\x0f\x45VENT_TCP_CLOSE\x10\x04\x12\x1c\n\x18\x45VENT_TCP_CONNECT_FAILED\x10\x05\x12\x1b\n\x17\x45VENT_TCP_CONNECT_ERROR\x10\x06\x12\x18\n\x14\x45VENT_TCP_RETRANSMIT\x10\x07\"C\n\x04Side\x12\x14\n\x10SIDE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSIDE_SOURCE\x10\x01\x12\x14\n\x10SIDE_DESTINATION\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15sidecar/sidecar.proto\x12\x13hubble_otlp.sidecar\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc2\x06\n\x0bSidecarFlow\x12\x35\n\x05\x65vent\x18\x01 \x01(\x0e\x32&.hubble_otlp.sidecar.SidecarFlow.Event\x12\x14\n\x0cpackets_sent\x18\x02 \x01(\x04\x12\x12\n\nbytes_sent\x18\x03 \x01(\x04\x12\x18\n\x10packets_received\x18\x04 \x01(\x04\x12\x16\n\x0e\x62ytes_received\x18\x05 \x01(\x04\x12.\n\nfirst_seen\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12\x63onnect_latency_ns\x18\x07 \x01(\x04\x12\x13\n\x0b\x64uration_ns\x18\x08 \x01(\x04\x12\x13\n\x0bretransmits\x18\t \x01(\r\x12\x39\n\x07process\x18\n \x01(\x0b\x32(.hubble_otlp.sidecar.SidecarFlow.Process\x12;\n\x0cprocess_side\x18\x0b \x01(\x0e\x32%.hubble_otlp.sidecar.SidecarFlow.Side\x12\x38\n\tclosed_by\x18\x0c \x01(\x0e\x32%.hubble_otlp.sidecar.SidecarFlow.Side\x12\x14\n\x0c\x65rror_number\x18\r \x01(\x05\x12\r\n\x05\x65rror\x18\x0e \x01(\t\x1a\'\n\x07Process\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x0f\n\x07\x63ommand\x18\x02 \x01(\t\"\xe4\x01\n\x05\x45vent\x12\x15\n\x11\x45VENT_UNSPECIFIED\x10\x00\x12\r\n\tEVENT_XDP\x10\x01\x12\x15\n\x11\x45VENT_TCP_CONNECT\x10\x02\x12\x14\n\x10\x45VENT_TCP_ACCEPT\x10\x03\x12\x13\n\x0f\x45VENT_TCP_CLOSE\x10\x04\x12\x1c\n\x18\x45VENT_TCP_CONNECT_FAILED\x10\x05\x12\x1b\n\x17\x45VENT_TCP_CONNECT_ERROR\x10\x06\x12\x18\n\x14\x45VENT_TCP_RETRANSMIT\x10\x07\x12\x0c\n\x08\x45VENT_L7\x10\x08\x12\x10\n\x0c\x45VENT_L7_TLS\x10\t\"C\n\x04Side\x12\x14\n\x10SIDE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSIDE_SOURCE\x10\x01\x12\x14\n\x10SIDE_DESTINATION\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,11 +34,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sidecar.sidecar_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SIDECARFLOW']._serialized_start=80
-  _globals['_SIDECARFLOW']._serialized_end=882
+  _globals['_SIDECARFLOW']._serialized_end=914
   _globals['_SIDECARFLOW_PROCESS']._serialized_start=575
   _globals['_SIDECARFLOW_PROCESS']._serialized_end=614
   _globals['_SIDECARFLOW_EVENT']._serialized_start=617
-  _globals['_SIDECARFLOW_EVENT']._serialized_end=813
-  _globals['_SIDECARFLOW_SIDE']._serialized_start=815
-  _globals['_SIDECARFLOW_SIDE']._serialized_end=882
+  _globals['_SIDECARFLOW_EVENT']._serialized_end=845
+  _globals['_SIDECARFLOW_SIDE']._serialized_start=847
+  _globals['_SIDECARFLOW_SIDE']._serialized_end=914
 # @@protoc_insertion_point(module_scope)

@@ -22,6 +22,8 @@ class SidecarFlow(_message.Message):
         EVENT_TCP_CONNECT_FAILED: _ClassVar[SidecarFlow.Event]
         EVENT_TCP_CONNECT_ERROR: _ClassVar[SidecarFlow.Event]
         EVENT_TCP_RETRANSMIT: _ClassVar[SidecarFlow.Event]
+        EVENT_L7: _ClassVar[SidecarFlow.Event]
+        EVENT_L7_TLS: _ClassVar[SidecarFlow.Event]
     EVENT_UNSPECIFIED: SidecarFlow.Event
     EVENT_XDP: SidecarFlow.Event
     EVENT_TCP_CONNECT: SidecarFlow.Event
@@ -30,6 +32,8 @@ class SidecarFlow(_message.Message):
     EVENT_TCP_CONNECT_FAILED: SidecarFlow.Event
     EVENT_TCP_CONNECT_ERROR: SidecarFlow.Event
     EVENT_TCP_RETRANSMIT: SidecarFlow.Event
+    EVENT_L7: SidecarFlow.Event
+    EVENT_L7_TLS: SidecarFlow.Event
     class Side(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         SIDE_UNSPECIFIED: _ClassVar[SidecarFlow.Side]

@@ -7,6 +7,7 @@ last line carries exactly KEYS, for scripts. Method and results: docs/performanc
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -63,6 +64,11 @@ def run_bench(flows: int, as_json: bool, workers: int) -> int:
         raise ConfigError(f"bench: --flows must be a whole number >= 1, got {flows!r}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"bench: --workers must be a whole number >= 1, got {workers!r}")
+    if importlib.util.find_spec("opentelemetry.sdk") is None:
+        # The naive baseline is the one user of the OpenTelemetry SDK: it is an extra, not a dependency.
+        raise ConfigError(
+            "bench: the naive baseline needs the OpenTelemetry SDK: pip install 'hubble-otlp[bench]'"
+        )
     out = sys.stdout
     responses = list(generate_responses(flows, seed=SEED))
     frames = [r.SerializeToString() for r in responses]

@@ -13,13 +13,14 @@ from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from hubble_bridge.api import flow_pb2, observer_pb2
-from hubble_bridge.filtering import endpoints, fields, l7
+from hubble_bridge.filtering import cel, endpoints, fields, l7
 from hubble_bridge.filtering.errors import InvalidFilterError, UnsupportedFilterError
 from hubble_bridge.filtering.fields import Flow, Predicate
 
 BUILDERS = {**fields.BUILDERS, **endpoints.BUILDERS, **l7.BUILDERS}
-# Message-valued holder of experimental options; each option inside is reported by name.
+# Message-valued holder of experimental options; each option inside is built by name.
 _EXPERIMENTAL = "experimental"
+_EXPERIMENTAL_BUILDERS = {"cel_expression": cel.build}
 
 
 def _always(_: Flow) -> bool:
@@ -33,8 +34,12 @@ def compile_filter(ff: flow_pb2.FlowFilter) -> Predicate:
     for descriptor, value in ff.ListFields():
         name = descriptor.name
         if name == _EXPERIMENTAL:
-            for option, _ in value.ListFields():
-                raise UnsupportedFilterError(f"{name}.{option.name}")
+            for option, option_value in value.ListFields():
+                field = f"{name}.{option.name}"
+                experimental = _EXPERIMENTAL_BUILDERS.get(option.name)
+                if experimental is None:
+                    raise UnsupportedFilterError(field)
+                predicates.append(experimental(field, option_value))
             continue
         builder = BUILDERS.get(name)
         if builder is None:

@@ -1,14 +1,22 @@
 """Hubble's small value languages: FQDN and node-name globs, namespaced names, ports,
-HTTP status codes and request URIs.
+HTTP status codes, request URIs, and the regular expressions clients send.
 
 Each parser raises ValueError with a short reason; the field builders turn that into
 an InvalidFilterError naming the field and value.
+
+Every regex that comes from a client, a config file or a flag is compiled with RE2, as
+Hubble's Go `regexp` (an RE2 implementation) does: matching is linear in the input, so no
+pattern can pin a core, and the accepted syntax is RE2's (`\\pL`, `\\z`; no lookaround or
+backreferences). The fixed patterns below are this module's own and stay on `re`.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import unquote
+
+import re2
 
 # What an empty cluster or node element of a node-name pattern matches: any FQDN.
 _ANY_FQDN = r"(?:[-0-9_a-z]+(?:\.[-0-9_a-z]+)*)"
@@ -62,21 +70,25 @@ def node_name_regex(pattern: str) -> str:
     return f"{cluster_re}/{node_re}"
 
 
-def anchored_union(sources: list[str]) -> re.Pattern[str]:
-    return re.compile("(?:" + "|".join(sources) + ")")
+def anchored_union(sources: list[str]) -> Any:
+    """One RE2 alternation of regex sources built here (callers use `fullmatch`)."""
+    return compile_regex("(?:" + "|".join(sources) + ")")
 
 
 def parse_namespaced_name(text: str) -> tuple[str, str]:
-    """ "ns/prefix", "ns/" (whole namespace) or "prefix" (in the default namespace)."""
-    namespace, slash, name = text.partition("/")
-    if not slash:
-        if not text:
-            raise ValueError("must be [namespace/][name]")
-        return DEFAULT_NAMESPACE, text
-    if "/" in name:
-        raise ValueError("must be [namespace/][name], with at most one slash")
+    """(namespace, name prefix) as Hubble's k8s.ParseNamespaceName splits it (cilium
+    pkg/hubble/k8s/utils.go): "ns/prefix", "ns/" (whole namespace), "prefix" (namespace
+    "default"), "/prefix" (namespace "", i.e. endpoints without one); past a second slash
+    the text is ignored, as there."""
+    parts = text.split("/")
+    if len(parts) > 1:
+        namespace, name = parts[0], parts[1]
+    elif text:
+        namespace, name = DEFAULT_NAMESPACE, text
+    else:
+        namespace = name = ""
     if not namespace and not name:
-        raise ValueError("must be [namespace/][name]")
+        raise ValueError("must be [namespace/][<name>]")
     return namespace, name
 
 
@@ -98,11 +110,17 @@ def parse_status_code(value: str) -> tuple[bool, str]:
     raise ValueError('not a status code ("404") or prefix ("5+", "40+")')
 
 
-def compile_regex(text: str) -> re.Pattern[str]:
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the error is raised with the field and value; RE2's own log is noise
+
+
+def compile_regex(text: str) -> Any:
+    """An RE2 regex (`search` is Go's MatchString); ValueError with RE2's reason if it rejects it."""
     try:
-        return re.compile(text)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression: {exc}") from None
+        return re2.compile(text, options=_RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise ValueError(f"invalid regular expression (RE2 syntax): {reason}") from None
 
 
 def request_uri_path(url: str) -> str | None:

@@ -7,6 +7,7 @@ Unknown fields are errors, never silently ignored.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -64,10 +65,54 @@ def _parse(data: dict[str, Any], message_type: Any) -> Any:
         # json_format's rules and errors, decoded several times faster (see fastjson).
         return parse_dict(data, message_type)
     except json_format.ParseError as exc:
-        # ParseError appends a list of every field name; the first line says it all.
-        raise FlowDecodeError(str(exc).splitlines()[0]) from None
+        raise FlowDecodeError(_value_free(str(exc).splitlines()[0], message_type, data)) from None
     except (TypeError, ValueError, AttributeError) as exc:  # type errors deep in ParseDict
-        raise FlowDecodeError(f"invalid value: {exc}") from None
+        raise FlowDecodeError(
+            f"invalid value in {message_type.DESCRIPTOR.name} ({type(exc).__name__})"
+        ) from None
+
+
+_FAILED_FIELD = re.compile(r"Failed to parse (\w+) field")
+_AT_PATH = re.compile(r' at "?([\w.]+?)\.?"?\.?$')
+_ENUM_TYPE = re.compile(r"for enum type ([\w.]+)")
+_UNKNOWN_FIELD = re.compile(r'has no field named "([^"]{1,64})"')
+
+
+def _value_free(message: str, message_type: Any, data: dict[str, Any]) -> str:
+    """ParseError's message without the values it quotes: a line's value may be a credential.
+
+    protobuf's text repeats the offending value ("... which is {'Authorization': 'Bearer ...'}",
+    "invalid literal for int(): '...'"); only the field's path and the kind of problem are kept.
+    """
+    at = _AT_PATH.search(message)
+    path = at.group(1).removeprefix(message_type.DESCRIPTOR.name + ".") if at else ""
+    unknown = _UNKNOWN_FIELD.search(message)
+    if unknown:  # a field name, not a value; the path is the message that lacks it
+        return f'unknown field "{unknown.group(1)}" in {path or "the event"}'
+    # The message names some of the fields it went through; the line says where they are.
+    chain = _FAILED_FIELD.findall(message)
+    path = _key_path(data, chain) or path or ".".join(chain) or message_type.DESCRIPTOR.name
+    enum = _ENUM_TYPE.search(message)
+    if enum:
+        return f"invalid value in field {path}: not a {enum.group(1)} name or number"
+    return f"invalid value in field {path}"
+
+
+def _key_path(data: Any, chain: list[str], prefix: str = "") -> str:
+    """The dotted keys in `data` leading to chain[-1] through every name of `chain`, in order."""
+    if not chain or not isinstance(data, dict):
+        return ""
+    for key, value in data.items():
+        here = f"{prefix}.{key}" if prefix else str(key)
+        rest = chain[1:] if key == chain[0] else chain
+        if not rest:
+            return here
+        items = value if isinstance(value, list) else [value]
+        for i, item in enumerate(items):
+            found = _key_path(item, rest, f"{here}[{i}]" if isinstance(value, list) else here)
+            if found:
+                return found
+    return ""
 
 
 def to_json_dict(message: Any) -> dict[str, Any]:

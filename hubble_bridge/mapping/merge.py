@@ -4,6 +4,7 @@ Each flow is read by exactly one worker, so cumulative data adds up:
 - counters: values summed per series (same name, same attributes);
 - histograms: count, sum and every bucket summed (bounds must agree, as the workers
   share one configuration); per bucket the newest exemplar of any worker is kept;
+  exponential buckets are merged at the coarser of the two scales;
 - gauges: a level per worker, merged by `GAUGE_MERGE`: "sum" where the parts add up to
   a whole (events queued, requests unanswered), "max" for latencies (the worst worker),
   and "worker" (one series per worker, with a `hubble_otlp.worker` attribute) otherwise.
@@ -20,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from hubble_bridge.mapping.metrics.expo import merge_buckets
 from hubble_bridge.telemetry import (
     Exemplar,
     HistogramPoint,
@@ -73,6 +75,7 @@ def merge_families(parts: Mapping[str, Iterable[MetricFamily]], *, gauges: bool 
             list(f.points.values()),  # type: ignore[arg-type]
             f.start_time_ns,
             f.template.bounds,
+            observed=f.template.observed,
         )
         for f in merged.values()
     ]
@@ -93,6 +96,11 @@ def _add_points(into: _Family, family: MetricFamily, worker: str) -> None:
             have.sum += hp.sum
             have.bucket_counts = [a + b for a, b in zip(have.bucket_counts, hp.bucket_counts, strict=True)]
             have.exemplars = _newest_per_bucket(have.exemplars + hp.exemplars, family.bounds)
+            if hp.exponential is not None:
+                theirs = hp.exponential
+                have.exponential = (
+                    theirs if have.exponential is None else merge_buckets(have.exponential, theirs)
+                )
         return
     how = GAUGE_MERGE.get(family.name, DEFAULT_GAUGE_MERGE) if family.kind == MetricKind.GAUGE else "sum"
     for np in family.points:

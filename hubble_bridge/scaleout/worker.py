@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
@@ -26,10 +26,10 @@ from typing import Any
 from hubble_bridge.config import BridgeConfig
 from hubble_bridge.errors import BridgeError
 from hubble_bridge.pipeline import Bridge, Sink
+from hubble_bridge.sinks.select import SignalSelect
 from hubble_bridge.sources.base import FlowSource
 from hubble_bridge.sources.peers import StreamSpec
 from hubble_bridge.sources.streams import StreamSet
-from hubble_bridge.telemetry import LogRecord, MetricsSnapshot, SpanRecord
 from hubble_bridge.tls import ClientTlsOptions
 
 log = logging.getLogger("hubble_bridge.scaleout")
@@ -81,25 +81,6 @@ def worker_config(config: BridgeConfig, index: int) -> BridgeConfig:
     return replace(config, export=export, metrics_listen="", health_listen="")
 
 
-class _WithoutMetrics:
-    """A sink for spans and logs only: the parent exports the merged metrics."""
-
-    def __init__(self, sink: Sink) -> None:
-        self._sink = sink
-
-    def export_traces(self, spans: Sequence[SpanRecord]) -> bool:
-        return self._sink.export_traces(spans)
-
-    def export_logs(self, logs: Sequence[LogRecord]) -> bool:
-        return self._sink.export_logs(logs)
-
-    def export_metrics(self, snapshots: Sequence[MetricsSnapshot]) -> bool:
-        return True
-
-    def shutdown(self) -> None:
-        self._sink.shutdown()
-
-
 def worker_main(
     index: int,
     config: BridgeConfig,
@@ -127,7 +108,9 @@ def worker_main(
 
         wcfg = worker_config(config, index)
         streams = StreamSet(lambda spec, after: open_stream(config, spec, after))
-        bridge = Bridge(wcfg, streams, [_WithoutMetrics(s) for s in build_sinks(wcfg)])
+        # spans and logs only: the parent exports the merged metrics
+        sinks: list[Sink] = [SignalSelect(s, ("traces", "logs")) for s in build_sinks(wcfg)]
+        bridge = Bridge(wcfg, streams, sinks)
     except BridgeError as exc:
         send(("error", str(exc)))
         return

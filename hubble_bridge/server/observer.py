@@ -144,7 +144,7 @@ class ObserverServer:
         *,
         max_workers: int = 16,
     ) -> None:
-        self._bind = parse_listen(listen)
+        self._bind = parse_listen(listen).grpc_address()
         self._listen = listen
         self._tls = tls
         self._max_workers = max_workers

@@ -126,7 +126,7 @@ class PeerServer:
         *,
         max_workers: int = 8,
     ) -> None:
-        self._bind = parse_listen(listen)
+        self._bind = parse_listen(listen).grpc_address()
         self._listen = listen
         self._tls = tls
         self._max_workers = max_workers

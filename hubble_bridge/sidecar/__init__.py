@@ -17,8 +17,7 @@ from hubble_bridge.server.observer import ObserverServer
 from hubble_bridge.sidecar.bccload import SidecarUnavailable
 from hubble_bridge.sidecar.features import ProbeState
 from hubble_bridge.sidecar.runner import Sidecar, SidecarOptions
-from hubble_bridge.sinks.http_server import HttpEndpoint
-from hubble_bridge.sinks.prometheus import metrics_route
+from hubble_bridge.sinks.endpoints import start_endpoints
 from hubble_bridge.tls import ServerTlsOptions
 
 __all__ = ["Sidecar", "SidecarOptions", "SidecarUnavailable", "run_probe_check", "run_sidecar"]
@@ -33,18 +32,42 @@ def run_sidecar(
     map_size: int,
     node_name: str | None,
     metrics_listen: str | None = None,
+    health_listen: str | None = None,
+    l7: bool = True,
+    dns_ports: list[int] | None = None,
+    l7_payload_bytes: int = 1024,
     stop: threading.Event | None = None,
     on_ready: Callable[[str], None] | None = None,
 ) -> int:
     """Serves until Ctrl-C, SIGTERM or `stop`; BridgeError (one line) when it cannot start."""
     if not interfaces:
         raise BridgeError("sidecar: name at least one --interface to count flows on (e.g. eth0)")
-    options = SidecarOptions(list(interfaces), interval_s=interval_s, map_size=map_size, node_name=node_name)
+    options = SidecarOptions(
+        list(interfaces), interval_s=interval_s, map_size=map_size, node_name=node_name, l7=l7,
+        l7_payload_bytes=l7_payload_bytes,
+    )  # fmt: skip
+    if dns_ports:
+        options.dns_ports = tuple(dict.fromkeys([53, *dns_ports]))
     options.validate()
     metadata = ClusterMetadata.from_cluster(options.resolved_node_name()) if in_cluster() else None
     sidecar = Sidecar(options, metadata=metadata)
     server: ObserverServer | None = None
-    endpoint = None
+    serving = threading.Event()
+
+    def liveness() -> tuple[bool, str]:
+        if serving.is_set() and not sidecar.capturing:
+            return False, "the capture loop has stopped"
+        return True, "ok"
+
+    def readiness() -> tuple[bool, str]:
+        if not serving.is_set():
+            return False, "attaching probes (BCC compiles them first)"
+        return liveness()
+
+    # Up before the probes attach, which takes a while (BCC compiles): the kubelet sees "not ready yet".
+    endpoints = start_endpoints(
+        metrics_listen or "", health_listen or "", sidecar.stats.snapshots, readiness, liveness
+    )
     stop = stop or threading.Event()
     try:
         statuses = sidecar.start()
@@ -54,8 +77,7 @@ def run_sidecar(
             raise SidecarUnavailable("sidecar: no probe could be attached (see the lines above)")
         server = ObserverServer(sidecar.store, listen, tls)
         address = server.start()
-        if metrics_listen:
-            endpoint = _start_metrics(sidecar, metrics_listen)
+        serving.set()
         k8s = "with Kubernetes metadata" if metadata else "without Kubernetes metadata"
         print(
             f"hubble-otlp sidecar: node {sidecar.node_name}, {k8s}, flows every {interval_s:g}s on {address}",
@@ -63,19 +85,12 @@ def run_sidecar(
         )
         serve_until_stopped(address, stop, on_ready)
     finally:
-        if endpoint is not None:
+        for endpoint in endpoints:
             endpoint.stop()
         sidecar.stop()
         if server is not None:
             server.stop(grace=1.0)
     return 0
-
-
-def _start_metrics(sidecar: Sidecar, listen: str) -> HttpEndpoint:
-    endpoint = HttpEndpoint(listen, {"/metrics": metrics_route(sidecar.stats.snapshots)})
-    host, port = endpoint.start()
-    print(f"hubble-otlp sidecar: self-metrics on http://{host}:{port}/metrics", file=sys.stderr)
-    return endpoint
 
 
 def run_probe_check(interfaces: list[str] | None = None) -> int:

@@ -12,7 +12,9 @@ import importlib
 import importlib.machinery
 import importlib.util
 import os
+import re
 import sys
+from importlib import resources
 from pathlib import Path
 from types import ModuleType
 
@@ -48,6 +50,15 @@ def import_bcc() -> ModuleType:
         del sys.modules["bcc"]
         raise SidecarUnavailable(f"BCC's Python module failed to load: {exc}; {_SETUP_HINT}") from None
     return module
+
+
+def program_source(name: str) -> str:
+    """A BPF program's C source from this package, its local `#include "x.h"` lines replaced by the files."""
+    package = resources.files("hubble_bridge.sidecar")
+    text = package.joinpath(name).read_text()
+    return re.sub(
+        r'^#include "([\w.]+)"$', lambda m: package.joinpath(m.group(1)).read_text(), text, flags=re.M
+    )
 
 
 def tracefs_dir() -> Path | None:

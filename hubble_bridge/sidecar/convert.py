@@ -16,12 +16,16 @@ from google.protobuf.wrappers_pb2 import BoolValue
 
 from hubble_bridge.api import flow_pb2, observer_pb2, sidecar_pb2
 from hubble_bridge.flows.codec import timestamp_from_ns
+from hubble_bridge.mapping.metrics.names import DNS_RCODE
+from hubble_bridge.mapping.redact import REDACTED, RedactConfig, redact_url
 from hubble_bridge.sidecar import records as r
 from hubble_bridge.sidecar.endpoints import EndpointResolver
 from hubble_bridge.sidecar.orient import Conversation, Initiators, pair_samples
 
 Ext = sidecar_pb2.SidecarFlow
 EVENT_TRACE, FROM_STACK_SUBTYPE, FROM_NETWORK_SUBTYPE = 4, 8, 10  # monitor MessageType / Trace* constants
+EVENT_ACCESS_LOG = 129  # monitor MessageTypeAccessLog: Hubble's L7 flows
+DNS_OBSERVATION_SOURCE = "sidecar"
 _FLAG_NAMES = (  # Hubble's order in "TCP Flags: ..." summaries
     (r.TCP_SYN, "SYN"),
     (r.TCP_FIN, "FIN"),
@@ -56,9 +60,14 @@ class FlowBuilder:
     """Builds the responses for one node; remembers conversation initiators across intervals."""
 
     def __init__(
-        self, node_name: str, resolver: EndpointResolver, interface_name: Callable[[int], str]
+        self,
+        node_name: str,
+        resolver: EndpointResolver,
+        interface_name: Callable[[int], str],
+        redact: RedactConfig | None = None,
     ) -> None:
         self.node_name = node_name
+        self.redact = redact or RedactConfig()
         self.resolver = resolver
         self.interface_name = interface_name
         self.initiators = Initiators()
@@ -198,12 +207,110 @@ class FlowBuilder:
             responses.append(self._response(flow, ext))
         return responses
 
+    def l7_flow(self, message: r.L7Message) -> observer_pb2.GetFlowsResponse:
+        """A Hubble L7 flow as Cilium's proxy reports one (pkg/hubble/parser/seven): REQUEST from the
+        client to the server, RESPONSE back with the latency since its request."""
+        client, server = message.client, message.server
+        source, destination = (server, client) if message.reply else (client, server)
+        flow = self._flow(message.time_ns, source[0], destination[0], 0)
+        flow.Type = flow_pb2.L7
+        flow.event_type.type, flow.event_type.sub_type = EVENT_ACCESS_LOG, 0
+        flow.trace_observation_point = flow_pb2.UNKNOWN_POINT
+        if message.tls and message.process_is_client is not None:
+            # Read inside one process: the flow is that process's view, as its own proxy would report it.
+            flow.traffic_direction = flow_pb2.EGRESS if message.process_is_client else flow_pb2.INGRESS
+        elif not flow.traffic_direction:
+            # Both ends on this host (loopback): the flow is seen from the client, as a proxy on
+            # the client's egress would report it.
+            flow.traffic_direction = flow_pb2.EGRESS
+        _set_l4(flow, message.protocol, source[1], destination[1], 0)
+        flow.is_reply.CopyFrom(BoolValue(value=message.reply))
+        if message.ifindex:
+            flow.interface.index = message.ifindex
+            flow.interface.name = self.interface_name(message.ifindex)
+        l7 = flow.l7
+        l7.type = flow_pb2.RESPONSE if message.reply else flow_pb2.REQUEST
+        l7.latency_ns = message.latency_ns
+        if message.dns is not None:
+            flow.Summary = self._dns(l7.dns, message)
+        elif message.http is not None:
+            flow.Summary = self._http(l7.http, message)
+        ext = Ext(event=Ext.EVENT_L7_TLS if message.tls else Ext.EVENT_L7)
+        if message.pid:
+            ext.process.pid, ext.process.command = message.pid, message.command
+            is_client = message.process_is_client
+            if is_client is None:
+                is_client = flow.traffic_direction == flow_pb2.EGRESS
+            # The client is the source of a request and the destination of a response.
+            ext.process_side = Ext.SIDE_SOURCE if is_client != message.reply else Ext.SIDE_DESTINATION
+        return self._response(flow, ext)
+
+    def _dns(self, dns: flow_pb2.DNS, message: r.L7Message) -> str:
+        """Fills l7.dns; returns Cilium's summary (seven/dns.go dnsSummary)."""
+        parsed = message.dns
+        assert parsed is not None
+        dns.query = parsed.query
+        dns.qtypes.extend(parsed.qtypes)
+        dns.observation_source = DNS_OBSERVATION_SOURCE
+        qtypes = ",".join(parsed.qtypes)
+        if not message.reply:
+            return f"DNS Query {parsed.query} {qtypes}"
+        dns.ips.extend(parsed.ips)
+        dns.ttl = parsed.ttl
+        dns.cnames.extend(parsed.cnames)
+        dns.rcode = parsed.rcode
+        dns.rrtypes.extend(parsed.rrtypes)
+        if parsed.rcode:
+            answer = f"RCode: {DNS_RCODE.get(parsed.rcode, str(parsed.rcode))}"
+        else:
+            parts = []
+            if parsed.ips:
+                parts.append(f'"{",".join(parsed.ips)}"')
+            if parsed.cnames:
+                parts.append(f'CNAMEs: "{",".join(parsed.cnames)}"')
+            answer = " ".join(parts)
+        return f"DNS Answer {answer} TTL: {parsed.ttl} (Query {parsed.query} {qtypes})"
+
+    def _http(self, http: flow_pb2.HTTP, message: r.L7Message) -> str:
+        """Fills l7.http with the URL and headers redacted; returns Cilium's summary (seven/http.go)."""
+        record = message.http
+        assert record is not None
+        http.method, http.protocol, http.code = record.method, record.protocol, record.code
+        http.url = redact_url(absolute_url(record, message.server, message.tls), self.redact)
+        kept, sensitive = self.redact._keep, self.redact._sensitive
+        for key, value in record.headers or ():
+            lower = key.lower()
+            if lower in kept:  # the headers the bridge may read; no others leave the host
+                http.headers.add(key=key, value=REDACTED if lower in sensitive else value)
+        request = f"{http.method} {http.url}"
+        if not message.reply:
+            return f"{http.protocol} {request}"
+        return f"{http.protocol} {http.code} {message.latency_ns // 1_000_000}ms ({request})"
+
     def lost_events(self, count: int, source: int, time_ns: int) -> observer_pb2.GetFlowsResponse:
         response = observer_pb2.GetFlowsResponse(node_name=self.node_name)
         response.time.CopyFrom(timestamp_from_ns(time_ns))
         response.lost_events.source = source
         response.lost_events.num_events_lost = count
         return response
+
+
+def absolute_url(record: r.HttpRecord, server: tuple[str, int], tls: bool) -> str:
+    """The request target as an absolute URL, as Cilium's proxy reports it: the Host header, else
+    the server's address (without the scheme's default port)."""
+    target = record.target
+    if not target or "://" in target:
+        return target
+    scheme = "https" if tls else "http"
+    host = record.host
+    if not host:
+        address, port = server
+        if not address:
+            return target
+        host = f"[{address}]" if ":" in address else address
+        if port and port != (443 if tls else 80):
+            host = f"{host}:{port}"
+    return f"{scheme}://{host}{target}"
 
 
 def tcp_flag_names(flags: int) -> list[str]:

@@ -12,6 +12,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from hubble_bridge.sidecar.dnsmsg import DnsMessage
+
 # TCP flag bits as in the header's 13th byte (tcp_life.c / xdp_flows.c).
 TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK, TCP_URG, TCP_ECE, TCP_CWR = (1 << i for i in range(8))
 IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP, IPPROTO_ICMPV6 = 1, 6, 17, 132, 58
@@ -105,3 +107,34 @@ class MonotonicClock:
 
     def wall(self, monotonic_ns: int) -> int:
         return monotonic_ns + self.offset_ns if monotonic_ns else 0
+
+
+@dataclass(slots=True)
+class HttpRecord:
+    """One HTTP/1.x exchange's fields as a flow carries them; a response repeats its request's."""
+
+    method: str
+    target: str  # as sent: "/path?q" or absolute
+    host: str  # the Host header, "" when absent or cut by the capture
+    protocol: str
+    code: int = 0
+    headers: list[tuple[str, str]] | None = None
+
+
+@dataclass(slots=True)
+class L7Message:
+    """A DNS or HTTP request or response, client and server known, ready to become an L7 flow."""
+
+    time_ns: int
+    protocol: int  # IPPROTO_TCP or IPPROTO_UDP
+    client: tuple[str, int]
+    server: tuple[str, int]
+    reply: bool
+    latency_ns: int = 0
+    ifindex: int = 0
+    dns: DnsMessage | None = None
+    http: HttpRecord | None = None
+    pid: int = 0
+    command: str = ""
+    process_is_client: bool | None = None  # which end `pid` is, when known
+    tls: bool = False  # plaintext read from OpenSSL by uprobes, not from packets

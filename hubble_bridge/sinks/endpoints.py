@@ -1,4 +1,7 @@
-"""The bridge's HTTP endpoints: Prometheus /metrics, and /healthz and /readyz for Kubernetes probes."""
+"""HTTP endpoints of the bridge and the sidecar: Prometheus /metrics; /healthz and /readyz for the kubelet.
+
+The probes are plain HTTP GETs the kubelet sends itself, so a probe starts no process in the container.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +14,12 @@ from hubble_bridge.telemetry import MetricsSnapshot
 
 log = logging.getLogger("hubble_bridge")
 
-# (ready, reason): the reason is the body of /readyz
+# (ok, reason): the reason is the body of /readyz (or /healthz)
 Readiness = Callable[[], tuple[bool, str]]
+
+
+def _always_live() -> tuple[bool, str]:
+    return True, "ok"
 
 
 def start_endpoints(
@@ -20,8 +27,12 @@ def start_endpoints(
     health_listen: str,
     collect: Callable[[], Sequence[MetricsSnapshot]],
     readiness: Readiness,
+    liveness: Readiness = _always_live,
 ) -> list[HttpEndpoint]:
-    """Start what is configured (an empty address: not served); the caller stops them."""
+    """Start what is configured (an empty address: not served); the caller stops them.
+
+    /readyz answers `readiness()`, /healthz `liveness()`: 200 when true, 503 when not, the reason as body.
+    """
     endpoints: list[HttpEndpoint] = []
     if metrics_listen:
         endpoint = HttpEndpoint(metrics_listen, {"/metrics": metrics_route(collect)})
@@ -29,16 +40,16 @@ def start_endpoints(
         log.info("Prometheus metrics on http://%s:%d/metrics", host, port)
         endpoints.append(endpoint)
     if health_listen:
-
-        def healthz(_headers: dict[str, str]) -> tuple[int, str, bytes]:
-            return 200, "text/plain", b"ok\n"
-
-        def readyz(_headers: dict[str, str]) -> tuple[int, str, bytes]:
-            ready, reason = readiness()
-            return (200 if ready else 503), "text/plain", reason.encode() + b"\n"
-
-        endpoint = HttpEndpoint(health_listen, {"/healthz": healthz, "/readyz": readyz})
+        endpoint = HttpEndpoint(health_listen, {"/healthz": _probe(liveness), "/readyz": _probe(readiness)})
         host, port = endpoint.start()
         log.info("health endpoints on http://%s:%d/healthz and /readyz", host, port)
         endpoints.append(endpoint)
     return endpoints
+
+
+def _probe(check: Readiness) -> Callable[[dict[str, str]], tuple[int, str, bytes]]:
+    def route(_headers: dict[str, str]) -> tuple[int, str, bytes]:
+        ok, reason = check()
+        return (200 if ok else 503), "text/plain", reason.encode() + b"\n"
+
+    return route

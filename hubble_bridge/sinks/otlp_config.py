@@ -10,6 +10,7 @@ Settings that contradict the scheme are errors, so nothing silently downgrades.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -17,6 +18,7 @@ from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from hubble_bridge.errors import ConfigError
+from hubble_bridge.sinks.otlp_temporality import TEMPORALITIES, Temporality
 
 Signal = Literal["traces", "metrics", "logs"]
 SIGNALS: tuple[Signal, ...] = ("traces", "metrics", "logs")
@@ -74,6 +76,8 @@ class OtlpConfig:
     traces: SignalOverrides = field(default_factory=SignalOverrides)
     metrics: SignalOverrides = field(default_factory=SignalOverrides)
     logs: SignalOverrides = field(default_factory=SignalOverrides)
+    # OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: cumulative, delta or lowmemory (otlp_temporality)
+    metrics_temporality: Temporality = "cumulative"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], base: OtlpConfig | None = None) -> OtlpConfig:
@@ -87,6 +91,28 @@ class OtlpConfig:
                 changes[f"{signal}_endpoint"] = values.pop("endpoint")
             if values:
                 changes[signal] = replace(getattr(base, signal), **values)
+        # The batch processors' and the metric reader's export timeouts bound the same export as the
+        # exporter's own timeout: the smaller one holds.
+        for signal, var in _PROCESSOR_TIMEOUTS.items():
+            raw = environ.get(var, "").strip()
+            if not raw:
+                continue
+            try:
+                limit = float(raw) / 1000.0
+            except ValueError:
+                errors.append(f"{var}: expected milliseconds, got {raw!r}")
+                continue
+            if limit <= 0:
+                continue  # 0: no limit of its own
+            over = changes.get(signal, getattr(base, signal))
+            assert isinstance(over, SignalOverrides)
+            general = changes.get("timeout_s", base.timeout_s)
+            current = over.timeout_s if over.timeout_s is not None else general
+            if not isinstance(current, (int, float)) or limit < current:
+                changes[signal] = replace(over, timeout_s=limit)
+        temporality = environ.get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "").strip().lower()
+        if temporality:
+            changes["metrics_temporality"] = temporality
         if errors:
             raise ConfigError("invalid OTLP environment: " + "; ".join(errors))
         return replace(base, **changes)
@@ -106,6 +132,11 @@ class OtlpConfig:
             problems.append(f"otlp.protocol: {self.protocol!r} is not supported (use grpc or http/protobuf)")
         if self.compression not in ("gzip", "none"):
             problems.append(f"otlp.compression: {self.compression!r} is not gzip or none")
+        if self.metrics_temporality not in TEMPORALITIES:
+            problems.append(
+                f"otlp.metrics_temporality (OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE): "
+                f"{self.metrics_temporality!r} is not cumulative, delta or lowmemory"
+            )
         for signal in SIGNALS:
             self._resolve(signal, problems)
         if problems:
@@ -217,6 +248,13 @@ _ENV_FIELDS = {
 }
 
 
+_PROCESSOR_TIMEOUTS: dict[Signal, str] = {
+    "traces": "OTEL_BSP_EXPORT_TIMEOUT",
+    "metrics": "OTEL_METRIC_EXPORT_TIMEOUT",
+    "logs": "OTEL_BLRP_EXPORT_TIMEOUT",
+}
+
+
 def _read_env(environ: Mapping[str, str], prefix: str, errors: list[str]) -> dict[str, object]:
     out: dict[str, object] = {}
     for suffix, name in _ENV_FIELDS.items():
@@ -232,8 +270,12 @@ def _read_env(environ: Mapping[str, str], prefix: str, errors: list[str]) -> dic
             out[name] = raw.lower() == "true"
         elif name == "timeout_s":
             try:
-                out[name] = float(raw) / 1000.0
+                millis = float(raw)
             except ValueError:
+                millis = math.nan
+            if math.isfinite(millis):  # NaN would pass every later bound check and never export
+                out[name] = millis / 1000.0
+            else:
                 errors.append(f"{var}: expected milliseconds, got {raw!r}")
         else:
             out[name] = raw.lower() if name in ("protocol", "compression") else raw
@@ -243,12 +285,13 @@ def _read_env(environ: Mapping[str, str], prefix: str, errors: list[str]) -> dic
 def parse_encoded_pairs(text: str, where: str, errors: list[str]) -> dict[str, str]:
     """`k=v,k2=v2` with URL-encoded keys and values: OTEL_EXPORTER_OTLP_HEADERS, OTEL_RESOURCE_ATTRIBUTES."""
     headers: dict[str, str] = {}
-    for item in text.split(","):
+    for number, item in enumerate(text.split(","), 1):
         if not item.strip():
             continue
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            errors.append(f"{where}: {item.strip()!r} is not key=value")
+            # Not quoted: the item may be a header with its credential ("Authorization Bearer ...").
+            errors.append(f"{where}: item {number} is not key=value")
             continue
         headers[unquote(key.strip())] = unquote(value.strip())
     return headers

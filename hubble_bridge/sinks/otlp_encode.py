@@ -37,6 +37,7 @@ from hubble_bridge.telemetry import (
 
 SCOPE_NAME = "hubble-otlp"
 _CUMULATIVE = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
+_DELTA = metrics_pb2.AGGREGATION_TEMPORALITY_DELTA
 T = TypeVar("T")
 ExportRequest = ExportTraceServiceRequest | ExportMetricsServiceRequest | ExportLogsServiceRequest
 
@@ -157,33 +158,61 @@ def _histogram_point(
     point: HistogramPoint, bounds: Sequence[float], start_ns: int, time_ns: int
 ) -> metrics_pb2.HistogramDataPoint:
     return metrics_pb2.HistogramDataPoint(
-        attributes=key_values(point.attributes),
-        start_time_unix_nano=start_ns,
-        time_unix_nano=time_ns,
-        count=point.count,
-        sum=point.sum,
+        **_histogram_fields(point, start_ns, time_ns),
         bucket_counts=point.bucket_counts,
         explicit_bounds=bounds,
-        exemplars=[
-            metrics_pb2.Exemplar(
-                time_unix_nano=e.time_ns, as_double=e.value, trace_id=e.trace_id, span_id=e.span_id
-            )
-            for e in point.exemplars
-        ],
     )
+
+
+def _histogram_fields(point: HistogramPoint, start_ns: int, time_ns: int) -> dict[str, Any]:
+    """The fields explicit and exponential histogram points share."""
+    exemplars = [
+        metrics_pb2.Exemplar(
+            time_unix_nano=e.time_ns, as_double=e.value, trace_id=e.trace_id, span_id=e.span_id
+        )
+        for e in point.exemplars
+    ]
+    return {
+        "attributes": key_values(point.attributes),
+        "start_time_unix_nano": start_ns,
+        "time_unix_nano": time_ns,
+        "count": point.count,
+        "sum": point.sum,
+        "exemplars": exemplars,
+    }
+
+
+def _exponential_point(
+    point: HistogramPoint, start_ns: int, time_ns: int
+) -> metrics_pb2.ExponentialHistogramDataPoint:
+    buckets = point.exponential
+    assert buckets is not None
+    out = metrics_pb2.ExponentialHistogramDataPoint(
+        **_histogram_fields(point, start_ns, time_ns), scale=buckets.scale, zero_count=buckets.zero_count
+    )
+    out.positive.offset, out.positive.bucket_counts[:] = buckets.positive_offset, buckets.positive
+    out.negative.offset, out.negative.bucket_counts[:] = buckets.negative_offset, buckets.negative
+    return out
 
 
 def encode_metric(family: MetricFamily, time_ns: int) -> metrics_pb2.Metric:
     metric = metrics_pb2.Metric(name=family.name, description=family.description, unit=family.unit)
     start = family.start_time_ns
-    if family.kind is MetricKind.HISTOGRAM:
-        metric.histogram.aggregation_temporality = _CUMULATIVE
+    temporality = _DELTA if family.delta else _CUMULATIVE
+    if family.kind is MetricKind.HISTOGRAM and any(p.exponential for p in family.points):  # type: ignore[union-attr]
+        metric.exponential_histogram.aggregation_temporality = temporality
+        metric.exponential_histogram.data_points.extend(
+            _exponential_point(p, start, time_ns)  # type: ignore[arg-type]
+            for p in family.points
+        )
+    elif family.kind is MetricKind.HISTOGRAM:
+        metric.histogram.aggregation_temporality = temporality
         metric.histogram.data_points.extend(
             _histogram_point(p, family.bounds, start, time_ns)  # type: ignore[arg-type]
             for p in family.points
         )
     elif family.kind is MetricKind.COUNTER:
-        metric.sum.aggregation_temporality = _CUMULATIVE
+        metric.sum.aggregation_temporality = temporality
         metric.sum.is_monotonic = True
         metric.sum.data_points.extend(_number_point(p, start, time_ns) for p in family.points)  # type: ignore[arg-type]
     else:

@@ -25,6 +25,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exp
 from hubble_bridge import __version__
 from hubble_bridge.sinks.otlp_config import SIGNALS, OtlpConfig, Signal, SignalSettings
 from hubble_bridge.sinks.otlp_encode import ExportRequest, count_items, encode_metrics, signal_of
+from hubble_bridge.sinks.otlp_temporality import DeltaConverter
 from hubble_bridge.sinks.otlp_transport import (
     ExportError,
     GrpcTransport,
@@ -40,6 +41,7 @@ from hubble_bridge.telemetry import LogRecord, MetricsSnapshot, SpanRecord
 __all__ = ["OtlpConfig", "OtlpExporter", "SignalStats"]
 
 log = logging.getLogger(__name__)
+PARTIAL_LOG_INTERVAL_S = 60.0
 _REJECTED_FIELD = {
     "traces": "rejected_spans",
     "metrics": "rejected_data_points",
@@ -68,6 +70,8 @@ class _Interrupted(Exception):
 class OtlpExporter:
     """Exports to one OTLP endpoint per signal; safe to call from several threads."""
 
+    sink_name = "otlp"  # in the self-metrics and the exit summary
+
     def __init__(
         self,
         config: OtlpConfig,
@@ -87,6 +91,9 @@ class OtlpExporter:
         self._stats = {signal: SignalStats() for signal in SIGNALS}
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        self._temporality = DeltaConverter(config.metrics_temporality)
+        self._partials: dict[Signal, int] = dict.fromkeys(SIGNALS, 0)
+        self._partial_logged: dict[Signal, float] = {}
 
     def _transport(self, settings: SignalSettings) -> Transport:
         if settings.protocol == "http/protobuf":
@@ -102,7 +109,11 @@ class OtlpExporter:
         return self._export("traces", traces_bytes(spans, scope_version=self._scope_version), len(spans))
 
     def export_metrics(self, snapshots: Sequence[MetricsSnapshot]) -> bool:
-        return self.export_request(encode_metrics(snapshots, scope_version=self._scope_version))
+        converted, pending = self._temporality.convert(snapshots)
+        ok = self.export_request(encode_metrics(converted, scope_version=self._scope_version))
+        if ok:
+            self._temporality.commit(pending)  # deltas start from what the backend accepted
+        return ok
 
     def export_logs(self, logs: Sequence[LogRecord]) -> bool:
         if not logs:
@@ -194,6 +205,18 @@ class OtlpExporter:
             repeated = error == stats.last_error
             if error:
                 stats.last_error = error
+            if accepted and error:
+                # Partial success: one warning per signal per PARTIAL_LOG_INTERVAL_S, with the backend's
+                # message and how many such responses the interval had (each is counted in the stats).
+                now = time.monotonic()
+                self._partials[signal] += 1
+                repeated = (
+                    now < self._partial_logged.get(signal, -PARTIAL_LOG_INTERVAL_S) + PARTIAL_LOG_INTERVAL_S
+                )
+                if not repeated:
+                    if self._partials[signal] > 1:
+                        error += f" ({self._partials[signal]} partial successes since the last warning)"
+                    self._partial_logged[signal], self._partials[signal] = now, 0
         if error:
             # A collector that is down fails every batch the same way: say so once, not per batch.
             log.log(logging.DEBUG if repeated else logging.WARNING, "OTLP export: %s", error)

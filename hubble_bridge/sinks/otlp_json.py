@@ -232,6 +232,7 @@ class OtlpJsonFileSink:
 
     def __init__(self, path: str | Path, scope_version: str = __version__) -> None:
         self.path = str(path)
+        self.sink_name = "console" if self.path == "-" else "file"  # in the self-metrics and the summary
         self._scope_version = scope_version
         self._lock = threading.Lock()
         self._closed = False

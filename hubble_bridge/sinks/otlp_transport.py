@@ -10,18 +10,21 @@ wire format (otlp_wire) without ever being protobuf messages.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import email.utils
 import gzip
 import http.client
+import ipaddress
+import os
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -36,11 +39,12 @@ from hubble_bridge.errors import ConfigError
 from hubble_bridge.sinks.otlp_config import Signal, SignalSettings, mask_url
 
 USER_AGENT = f"hubble-otlp/{__version__}"
+# The OTLP specification's retryable gRPC codes. RESOURCE_EXHAUSTED is retryable only when the server
+# says when (RetryInfo): without it the server is out of capacity for good (GrpcTransport.send).
 RETRYABLE_GRPC = frozenset(
     {
         grpc.StatusCode.CANCELLED,
         grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
         grpc.StatusCode.ABORTED,
         grpc.StatusCode.OUT_OF_RANGE,
         grpc.StatusCode.UNAVAILABLE,
@@ -89,8 +93,19 @@ def _read(path: str) -> bytes:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
 
 
+# gRPC's default reconnect backoff grows to 120 s: after a collector outage, calls kept failing fast
+# on a channel still waiting out its backoff, for many seconds after the collector was back. Capped at
+# 1 s, the channel notices a returning collector within about a second; the exporter's own retry
+# backoff (otlp_export) still spaces the calls.
+RECONNECT_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
+
 def grpc_channel(settings: SignalSettings) -> grpc.Channel:
-    options = [("grpc.primary_user_agent", USER_AGENT)]
+    options = [("grpc.primary_user_agent", USER_AGENT), *RECONNECT_OPTIONS]
     if not settings.tls:
         return grpc.insecure_channel(settings.target, options=options)
     creds = grpc.ssl_channel_credentials(
@@ -128,8 +143,11 @@ class GrpcTransport:
         except grpc.RpcError as exc:
             code: grpc.StatusCode = exc.code()  # type: ignore[attr-defined]
             message = f"{self._where}: {code.name}: {_one_line(exc.details() or '')}"  # type: ignore[attr-defined]
-            if code in RETRYABLE_GRPC:
-                raise RetryableExportError(message, _retry_info(exc)) from None
+            retry_after_s = _retry_info(exc)
+            if code in RETRYABLE_GRPC or (
+                code is grpc.StatusCode.RESOURCE_EXHAUSTED and retry_after_s is not None
+            ):
+                raise RetryableExportError(message, retry_after_s) from None
             raise ExportError(message) from None
 
     def close(self) -> None:
@@ -154,8 +172,77 @@ def _retry_info(exc: grpc.RpcError) -> float | None:
     return None
 
 
+def proxy_for(url: str, environ: Mapping[str, str] | None = None) -> SplitResult | None:
+    """The proxy to reach `url` through, from HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as urllib reads them.
+
+    Lower-case names win over upper-case ones, and HTTP_PROXY is ignored in a CGI request
+    (REQUEST_METHOD set), as urllib.request.getproxies_environment does. NO_PROXY is matched
+    as requests matches it: `*`, host names and domain suffixes (`example.com` and
+    `.example.com` both cover `a.example.com`), optionally with `:port`, IP addresses, and
+    CIDR ranges for IP hosts.
+    """
+    environ = os.environ if environ is None else environ
+    proxies: dict[str, str] = {}
+    for name, value in environ.items():
+        if value and name.lower().endswith("_proxy"):
+            proxies[name.lower().removesuffix("_proxy")] = value
+    if "REQUEST_METHOD" in environ:  # httpoxy: a CGI request's Proxy: header arrives as HTTP_PROXY
+        proxies.pop("http", None)
+    for name, value in environ.items():  # then lower-case names win, an empty one turning a proxy off
+        if name.endswith("_proxy"):
+            if value:
+                proxies[name.lower().removesuffix("_proxy")] = value
+            else:
+                proxies.pop(name.lower().removesuffix("_proxy"), None)
+    parts = urlsplit(url)
+    proxy = proxies.get(parts.scheme)
+    if not proxy or bypass_proxy(parts.hostname or "", parts.port, proxies.get("no", "")):
+        return None
+    proxy_parts = urlsplit(proxy if "://" in proxy else "http://" + proxy)
+    if proxy_parts.scheme != "http" or not proxy_parts.hostname:
+        raise ConfigError(f"proxy {mask_url(proxy)} for {mask_url(url)}: only http:// proxies are supported")
+    return proxy_parts
+
+
+def bypass_proxy(host: str, port: int | None, no_proxy: str) -> bool:
+    """Whether NO_PROXY (comma-separated) exempts host[:port]."""
+    host = host.strip("[]").lower()
+    try:
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    for raw in no_proxy.replace(" ", ",").split(","):
+        entry = raw.strip().lower()
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        if address is not None and "/" in entry:
+            with contextlib.suppress(ValueError):
+                if address in ipaddress.ip_network(entry.strip("[]"), strict=False):
+                    return True
+            continue
+        name, entry_port = entry, None
+        if entry.startswith("["):  # [v6]:port
+            name, _, rest = entry[1:].partition("]")
+            entry_port = rest.removeprefix(":") or None
+        elif entry.count(":") == 1:
+            name, entry_port = entry.split(":")
+        if entry_port is not None and port is not None and entry_port != str(port):
+            continue
+        name = name.lstrip(".")
+        if address is not None:
+            with contextlib.suppress(ValueError):
+                if ipaddress.ip_address(name) == address:
+                    return True
+            continue
+        if host == name or host.endswith("." + name):
+            return True
+    return False
+
+
 class HttpTransport:
-    def __init__(self, settings: SignalSettings) -> None:
+    def __init__(self, settings: SignalSettings, environ: Mapping[str, str] | None = None) -> None:
         self._url = mask_url(settings.url)  # only ever shown in messages
         parts = urlsplit(settings.url)
         self._host, self._port = parts.hostname, parts.port
@@ -166,6 +253,18 @@ class HttpTransport:
             "Content-Type": "application/x-protobuf",
             "User-Agent": USER_AGENT,
         }
+        # Through a proxy, https goes through a CONNECT tunnel; plain http is sent to the proxy with
+        # the absolute URL as the request target (RFC 9112 3.2.2).
+        self._proxy = proxy_for(settings.url, environ)
+        self._proxy_headers: dict[str, str] = {}
+        if self._proxy is not None:
+            if self._proxy.username is not None:
+                credentials = f"{unquote(self._proxy.username)}:{unquote(self._proxy.password or '')}"
+                auth = "Basic " + base64.b64encode(credentials.encode()).decode()
+                self._proxy_headers["Proxy-Authorization"] = auth
+            if parts.scheme == "http":
+                self._path = settings.url
+                self._headers.update(self._proxy_headers)
         if settings.gzip:
             self._headers["Content-Encoding"] = "gzip"
         self._gzip = settings.gzip
@@ -228,12 +327,15 @@ class HttpTransport:
             raise ExportError(f"POST {self._url}: transport closed")
         conn = self._conn
         if conn is None:
+            host, port = self._host or "", self._port
+            if self._proxy is not None:
+                host, port = self._proxy.hostname or "", self._proxy.port or 80
             if self._context is not None:
-                conn = http.client.HTTPSConnection(
-                    self._host or "", self._port, timeout=timeout_s, context=self._context
-                )
+                conn = http.client.HTTPSConnection(host, port, timeout=timeout_s, context=self._context)
+                if self._proxy is not None:
+                    conn.set_tunnel(self._host or "", self._port, headers=self._proxy_headers)
             else:
-                conn = http.client.HTTPConnection(self._host or "", self._port, timeout=timeout_s)
+                conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
             self._conn, self._used = conn, False
         conn.timeout = timeout_s
         if conn.sock is not None:

@@ -12,6 +12,7 @@ import bisect
 import math
 import re
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 
 from hubble_bridge.telemetry import (
     Exemplar,
@@ -65,6 +66,40 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
+def go_float(value: float, openmetrics: bool = False) -> str:
+    """A float as client_golang's expfmt writes `le` and `quantile` (prometheus/common expfmt
+    writeFloat: strconv 'g' with the shortest digits, "1e+06" from a million on); OpenMetrics
+    (writeOpenMetricsFloat) adds ".0" to a number with neither "." nor "e". Prometheus keeps
+    label values as text, so `le="1"` and `le="1.0"` are different series to a dashboard."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    text = _go_g(value)
+    if openmetrics and "." not in text and "e" not in text:
+        text += ".0"
+    return text
+
+
+def _go_g(value: float) -> str:
+    if value == 0:
+        return "-0" if math.copysign(1.0, value) < 0 else "0"
+    # repr gives the shortest digits that read back as the same float, as Go's shortest mode.
+    sign, digit_tuple, exponent = Decimal(repr(value)).as_tuple()
+    digits = "".join(map(str, digit_tuple)).rstrip("0") or "0"
+    point = len(digit_tuple) + int(exponent)  # decimal point position after the first digit run
+    exp = point - 1
+    minus = "-" if sign else ""
+    if exp < -4 or exp >= 6:  # Go's %e switch for shortest %g (eprec = 6)
+        mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        return f"{minus}{mantissa}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
+    if point <= 0:
+        return f"{minus}0.{'0' * -point}{digits}"
+    if point >= len(digits):
+        return f"{minus}{digits}{'0' * (point - len(digits))}"
+    return f"{minus}{digits[:point]}.{digits[point:]}"
+
+
 def _labels(attributes: PointAttributes, extra: tuple[tuple[str, str], ...] = ()) -> str:
     pairs = [f'{label_name(k)}="{_escape(str(v))}"' for k, v in (*attributes, *extra)]
     return "{" + ",".join(pairs) + "}" if pairs else ""
@@ -115,7 +150,7 @@ def _histogram(
             if index not in exemplars or exemplars[index].time_ns <= exemplar.time_ns:
                 exemplars[index] = exemplar
     cumulative = 0
-    les = [*(_number(float(b)) for b in bounds), "+Inf"]
+    les = [*(go_float(float(b), openmetrics) for b in bounds), "+Inf"]
     for index, le in enumerate(les):
         cumulative += point.bucket_counts[index] if index < len(point.bucket_counts) else 0
         line = f"{name}_bucket{_labels(point.attributes, (('le', le),))} {cumulative}"

@@ -132,8 +132,11 @@ class FileSource:
         with _open(path) as handle:
             while not self._closed.is_set():
                 try:
-                    chunk = handle.read(_CHUNK_BYTES)
+                    # read1: at most one decompression step, so the lines decoded before a truncated
+                    # or corrupt gzip stream are served (read() would drop its partial chunk with the error).
+                    chunk = handle.read1(_CHUNK_BYTES)
                 except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+                    # Lines served so far are complete; the held partial line is the one cut off.
                     self._problem(path, lines.lineno + 1, f"corrupt gzip data, rest of file skipped: {exc}")
                     return
                 except OSError as exc:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any
 import grpc
 
 from hubble_bridge.api import peer_pb2, peer_pb2_grpc
+from hubble_bridge.backoff import backoff_s
 from hubble_bridge.errors import BridgeError
 from hubble_bridge.sources.relay import parse_target
 from hubble_bridge.tls import ClientTlsOptions
@@ -139,7 +139,7 @@ class PeerWatcher:
             self.connected.clear()
             self.reconnects += 1
             # Exponential with jitter, so that many bridges do not reconnect in step.
-            delay = min(self._max_backoff_s, 0.2 * 2 ** (attempt - 1)) + random.uniform(0, 0.5)
+            delay = backoff_s(attempt, 0.2, self._max_backoff_s, jitter_s=0.5)
             log.warning("%s; reconnecting in %.1fs", problem, delay)
             if self._closed.wait(delay):
                 return

@@ -72,7 +72,7 @@ class RelayClient:
         self._get_flows = self._channel.unary_stream(
             "/observer.Observer/GetFlows",
             request_serializer=observer_pb2.GetFlowsRequest.SerializeToString,
-            response_deserializer=lenient_decode,
+            response_deserializer=_stream_decode,
         )
         # Raw: messages stay bytes, for a reader that hands them to another process undecoded.
         self._get_flows_raw = self._channel.unary_stream(
@@ -133,6 +133,20 @@ def lenient_decode(data: bytes) -> observer_pb2.GetFlowsResponse | None:
         return None
 
 
+class _Undecodable:
+    """What the stream's deserializer returns for a message protobuf refuses."""
+
+
+# Not None: grpcio takes a deserializer's None for a failure and ends the whole stream with INTERNAL, so
+# the resumed stream would ask for the same message again, forever.
+_UNDECODABLE = _Undecodable()
+
+
+def _stream_decode(data: bytes) -> observer_pb2.GetFlowsResponse | _Undecodable:
+    decoded = lenient_decode(data)
+    return _UNDECODABLE if decoded is None else decoded
+
+
 class FlowStream:
     """The GetFlows response stream; `cancel()` from any thread ends iteration quietly.
 
@@ -151,9 +165,9 @@ class FlowStream:
 
     def __next__(self) -> observer_pb2.GetFlowsResponse | bytes:
         try:
-            while (response := next(self._call)) is None:
+            while (response := next(self._call)) is _UNDECODABLE:
                 self.undecodable += 1
-            return response
+            return response  # type: ignore[no-any-return]
         except grpc.RpcError as exc:
             if self._cancelled:
                 raise StopIteration from None

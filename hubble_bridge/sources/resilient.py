@@ -16,13 +16,12 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
-from tenacity import wait_exponential_jitter
-
 from hubble_bridge.api import observer_pb2
+from hubble_bridge.backoff import backoff_s
 from hubble_bridge.errors import BridgeError, ConfigError
 from hubble_bridge.filters import filters_from_json
 from hubble_bridge.flows.codec import event_time_ns
-from hubble_bridge.sources.relay import RelayClient, build_request, lenient_decode
+from hubble_bridge.sources.relay import FlowStream, RelayClient, build_request, lenient_decode
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +84,21 @@ class ResilientRelaySource:
         self._closed = threading.Event()
         self._client: RelayClient | None = None
         self._lock = threading.Lock()
-        self._wait = wait_exponential_jitter(multiplier=0.2, max=max_backoff_s, jitter=0.5)
+        self._max_backoff_s = max_backoff_s
         self._last_ns = 0
         self._future_limit_ns = 0  # now + FUTURE_LIMIT_NS, refreshed only when a time passes it
         self._recent: deque[tuple[int, object]] = deque()
         self._recent_keys: set[object] = set()
         self.duplicates = 0
-        self.invalid_messages = 0  # messages the stream carried that protobuf could not decode
+        self._invalid = 0  # messages earlier streams carried that protobuf could not decode
+        self._stream: FlowStream | None = None  # the open stream, which counts its own
         self.connected = threading.Event()  # a stream is open (readiness)
+
+    @property
+    def invalid_messages(self) -> int:
+        """Messages the streams carried that protobuf could not decode, the open stream's included."""
+        stream = self._stream
+        return self._invalid + (stream.undecodable if stream is not None else 0)
 
     def close(self) -> None:
         self._closed.set()
@@ -126,21 +132,22 @@ class ResilientRelaySource:
                 if self._first and not resumed:
                     request.number = self._first
                 raw = self._raw
-                stream = client.get_flows(request, raw=raw)
+                stream = self._stream = client.get_flows(request, raw=raw)
                 self.connected.set()
                 try:
                     for response in stream:
                         attempt = 0
                         event = lenient_decode(response) if raw else response  # type: ignore[arg-type]
                         if event is None:
-                            self.invalid_messages += 1
+                            self._invalid += 1
                             continue
                         if self._seen(event):  # type: ignore[arg-type]
                             self.duplicates += 1
                             continue
                         yield response
                 finally:
-                    self.invalid_messages += stream.undecodable
+                    self._stream = None
+                    self._invalid += stream.undecodable
                 if self._first:
                     return  # a bounded request ended normally
                 raise BridgeError(f"stream from {self.target} ended")
@@ -149,7 +156,7 @@ class ResilientRelaySource:
                 if self._closed.is_set():
                     return
                 attempt += 1
-                delay = self._wait(_RetryState(attempt))
+                delay = backoff_s(attempt, 0.2, self._max_backoff_s, jitter_s=0.5)
                 log.warning("%s; reconnecting in %.1fs (attempt %d)", exc, delay, attempt)
                 if self._on_reconnect:
                     self._on_reconnect()
@@ -226,10 +233,3 @@ def parse_since(value: str, now_ns: int | None = None) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp()) * 10**9 + moment.microsecond * 1000
-
-
-class _RetryState:
-    """The part of tenacity's RetryCallState that its wait strategies read."""
-
-    def __init__(self, attempt: int) -> None:
-        self.attempt_number = attempt

@@ -131,7 +131,34 @@ settings (source address, listen ports) are flags, which take precedence over th
 {{- $le := .Values.leaderElection }}
 {{- $_ := set $managed "leader_election" (dict "enabled" true "lease_name" (include "hubble-otlp.leaseName" .) "lease_duration_s" $le.leaseDurationSeconds "renew_deadline_s" $le.renewDeadlineSeconds "retry_period_s" $le.retryPeriodSeconds) }}
 {{- end }}
-{{- mustMergeOverwrite (deepCopy .Values.config) $managed | toYaml }}
+{{- $config := deepCopy .Values.config }}
+{{- if .Values.serviceGraph.enabled }}
+{{- $metrics := get $config "metrics" | default dict }}
+{{- if not (hasKey $metrics "families") }}
+{{- $family := "service-graph" }}
+{{- with .Values.serviceGraph.options }}
+{{- $family = printf "service-graph:%s" . }}
+{{- end }}
+{{- $_ := set $metrics "families" (append (include "hubble-otlp.defaultMetricFamilies" . | fromYamlArray) $family) }}
+{{- $_ := set $config "metrics" $metrics }}
+{{- end }}
+{{- end }}
+{{- mustMergeOverwrite $config $managed | toYaml }}
+{{- end }}
+
+{{/* The bridge's default metric families (MetricsConfig's DEFAULT_FAMILIES; a test keeps them equal). */}}
+{{- define "hubble-otlp.defaultMetricFamilies" -}}
+- flow
+- drop
+- tcp
+- port-distribution
+- icmp
+- dns
+- httpV2
+- kafka
+- policy
+- flows-to-world
+- sidecar-bytes
 {{- end }}
 
 {{/* Rules JSON schema cannot express: fail the install with one line saying what to change. */}}

@@ -15,6 +15,10 @@ against the node's kernel headers, hence the host mounts.
     - sidecar
     - --listen=127.0.0.1:{{ .Values.sidecar.port }}
     - --interval={{ .Values.sidecar.intervalSeconds }}
+    - --health-listen=:{{ .Values.sidecar.healthPort }}
+    {{- if not .Values.sidecar.l7.enabled }}
+    - --no-l7
+    {{- end }}
     {{- range .Values.sidecar.interfaces }}
     - --interface={{ . }}
     {{- end }}
@@ -25,19 +29,30 @@ against the node's kernel headers, hence the host mounts.
           fieldPath: spec.nodeName
     - name: HOME
       value: /tmp
-  # The Observer API listens on loopback only, where the kubelet cannot probe it: ask it
-  # from inside the container. BCC compiles for a while before it serves.
+  ports:
+    - name: sidecar-health
+      containerPort: {{ .Values.sidecar.healthPort }}
+      protocol: TCP
+  # The Observer API listens on loopback only, where the kubelet cannot reach it; /readyz says whether
+  # it serves, over plain HTTP the kubelet sends itself (no process started per probe). BCC compiles for a
+  # while before the probes attach: the startup probe allows 5 minutes.
   startupProbe:
-    exec:
-      command: ["hubble-otlp", "check", "--relay", "127.0.0.1:{{ .Values.sidecar.port }}"]
+    httpGet:
+      path: /readyz
+      port: sidecar-health
     periodSeconds: 10
-    timeoutSeconds: 10
     failureThreshold: 30
+  readinessProbe:
+    httpGet:
+      path: /readyz
+      port: sidecar-health
+    periodSeconds: 10
+    failureThreshold: 3
   livenessProbe:
-    exec:
-      command: ["hubble-otlp", "check", "--relay", "127.0.0.1:{{ .Values.sidecar.port }}"]
+    httpGet:
+      path: /healthz
+      port: sidecar-health
     periodSeconds: 30
-    timeoutSeconds: 10
     failureThreshold: 3
   resources:
     {{- toYaml .Values.sidecar.resources | nindent 4 }}
@@ -50,7 +65,8 @@ against the node's kernel headers, hence the host mounts.
     readOnlyRootFilesystem: true
     capabilities:
       drop: ["ALL"]
-      add: ["BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE"]
+      # NET_RAW: the packet sockets whose socket filter keeps DNS and HTTP/1.x messages (sidecar.l7)
+      add: ["BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE"{{ if .Values.sidecar.l7.enabled }}, "NET_RAW"{{ end }}]
   volumeMounts:
     - name: sidecar-tmp
       mountPath: /tmp

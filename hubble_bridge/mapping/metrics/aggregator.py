@@ -28,7 +28,7 @@ from hubble_bridge.mapping.metrics.facts import (
 from hubble_bridge.mapping.metrics.families.lost import LostEvents
 from hubble_bridge.mapping.metrics.http_semconv import HttpDurations
 from hubble_bridge.mapping.metrics.registry import build_families
-from hubble_bridge.mapping.metrics.series import Count, Series
+from hubble_bridge.mapping.metrics.series import Count, Histogram, Series
 from hubble_bridge.telemetry import MetricFamily
 
 # Kinds seen in practice number in the tens; a stream of made-up enum values must not grow the cache.
@@ -50,11 +50,17 @@ DEFAULT_FAMILIES = (
 )
 
 
+HISTOGRAM_AGGREGATIONS = ("explicit_bucket_histogram", "base2_exponential_bucket_histogram")
+
+
 @dataclass
 class MetricsConfig:
     families: list[str] = field(default_factory=lambda: list(DEFAULT_FAMILIES))  # Hubble's option syntax
     cardinality_limit: int = 2000  # series per metric; beyond it one overflow series per metric
     http_duration_histograms: bool = True  # the semconv http.server/client.request.duration pair
+    # OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION: base2_exponential_bucket_histogram also keeps
+    # base-2 exponential buckets for OTLP (Prometheus keeps the explicit ones).
+    histogram_aggregation: str = "explicit_bucket_histogram"
 
     def validate(self) -> None:
         """Raise ConfigError naming every problem; no side effects."""
@@ -72,6 +78,11 @@ def _build(config: MetricsConfig) -> tuple[list[Family], int]:
         families: list[Family] = []
     else:
         families = build_families(config.families, limit, errors)
+    if config.histogram_aggregation not in HISTOGRAM_AGGREGATIONS:
+        errors.append(
+            f"metrics: histogram_aggregation {config.histogram_aggregation!r} is not one of "
+            + ", ".join(HISTOGRAM_AGGREGATIONS)
+        )
     if errors:
         raise ConfigError("invalid metrics configuration: " + "; ".join(errors))
     return families, limit
@@ -99,6 +110,11 @@ class MetricsAggregator:
         self._seq = 0
         self._lost = LostEvents(limit)
         self._series: list[Series] = [s for p in processors for s in p.series()] + self._lost.series()
+        if config.histogram_aggregation == "base2_exponential_bucket_histogram":
+            # Every histogram of every family, whatever family it is: none needs code of its own.
+            for series in self._series:
+                if isinstance(series, Histogram):
+                    series.use_exponential()
 
     def process(self, response: observer_pb2.GetFlowsResponse) -> None:
         kind = response.WhichOneof("response_types")

@@ -6,10 +6,13 @@ context options (`sourceContext=namespace|pod`, `labelsContext=...`, and the
 per-direction `sourceEgressContext` ...) become one ContextOptions from which
 both the label names and, per flow, the label values come.
 
-Deliberate differences from Hubble: unknown options and malformed values are
-errors (Hubble ignores them); `pod` and `pod-short` give "" for an endpoint
-without a pod, so that `pod|namespace` falls back; a direction-specific context
-alone (e.g. only `sourceEgressContext`) still adds the `source` label.
+Everything follows cilium pkg/hubble/metrics/api/context.go, quirks included:
+`pod` is "namespace/" for an endpoint with a namespace and no pod (so `pod|namespace`
+stops there); the `source`/`destination` label exists only with `sourceContext`/
+`destinationContext`, a direction-specific context overriding it per flow; and for a
+family that reads a response as its request (httpV2), each side's value is computed on
+the flow as it is and the two values are then swapped. The one deliberate difference:
+unknown options and malformed values are errors (Hubble ignores them).
 """
 
 from __future__ import annotations
@@ -62,16 +65,17 @@ def parse_metric_list(entries: list[str], errors: list[str]) -> list[FamilySpec]
     return specs
 
 
-def _pod(ep: Endpoint, flow: Flow, src: bool) -> str:
-    pod = ep.pod_name
+def _namespaced(ep: Endpoint, name: str) -> str:
     ns = ep.namespace
-    return f"{ns}/{pod}" if pod and ns else pod
+    return f"{ns}/{name}" if ns else name
+
+
+def _pod(ep: Endpoint, flow: Flow, src: bool) -> str:
+    return _namespaced(ep, ep.pod_name)
 
 
 def _pod_short(ep: Endpoint, flow: Flow, src: bool) -> str:
-    pod = _SHORT_POD.sub(r"\1", ep.pod_name)
-    ns = ep.namespace
-    return f"{ns}/{pod}" if pod and ns else pod
+    return _namespaced(ep, _SHORT_POD.sub(r"\1", ep.pod_name))
 
 
 def _reserved_identity(ep: Endpoint, flow: Flow, src: bool) -> str:
@@ -84,6 +88,11 @@ def _reserved_identity(ep: Endpoint, flow: Flow, src: bool) -> str:
 def _workload(ep: Endpoint) -> str:
     workloads = ep.workloads
     return workloads[0].name if workloads else ""
+
+
+def _workload_kind(ep: Endpoint) -> str:
+    workloads = ep.workloads
+    return workloads[0].kind if workloads else ""
 
 
 def app_label(ep: Endpoint) -> str:
@@ -104,6 +113,7 @@ _IDENTIFIERS: dict[str, ContextFn] = {
     "dns": lambda ep, flow, src: ",".join(flow.source_names if src else flow.destination_names),
     "ip": lambda ep, flow, src: flow.IP.source if src else flow.IP.destination,
     "reserved-identity": _reserved_identity,
+    "workload": lambda ep, flow, src: _namespaced(ep, _workload(ep)),
     "workload-name": lambda ep, flow, src: _workload(ep),
     "app": lambda ep, flow, src: app_label(ep),
 }
@@ -127,11 +137,13 @@ _LABELS: dict[str, LabelFn] = {
     "source_pod": lambda flow, inv: _side(flow, True, inv).pod_name,
     "source_namespace": lambda flow, inv: _side(flow, True, inv).namespace,
     "source_workload": lambda flow, inv: _workload(_side(flow, True, inv)),
+    "source_workload_kind": lambda flow, inv: _workload_kind(_side(flow, True, inv)),
     "source_app": lambda flow, inv: app_label(_side(flow, True, inv)),
     "destination_ip": lambda flow, inv: _ip(flow, False, inv),
     "destination_pod": lambda flow, inv: _side(flow, False, inv).pod_name,
     "destination_namespace": lambda flow, inv: _side(flow, False, inv).namespace,
     "destination_workload": lambda flow, inv: _workload(_side(flow, False, inv)),
+    "destination_workload_kind": lambda flow, inv: _workload_kind(_side(flow, False, inv)),
     "destination_app": lambda flow, inv: app_label(_side(flow, False, inv)),
     "traffic_direction": lambda flow, inv: _direction(flow.traffic_direction),
 }
@@ -174,8 +186,9 @@ class ContextOptions:
                     errors.append(f"{where}: unknown context {bad} in {key}; known: {list(_IDENTIFIERS)}")
                     continue
                 self._ids[side][direction] = tuple(_IDENTIFIERS[i] for i in idents)
-        self._source = bool(self._ids["source"])
-        self._destination = bool(self._ids["destination"])
+        # Only the direction-less option adds the label; the others override it per flow.
+        self._source = 0 in self._ids["source"]
+        self._destination = 0 in self._ids["destination"]
         self.label_names: tuple[str, ...] = (
             *names,
             *(("source",) if self._source else ()),
@@ -202,16 +215,21 @@ class ContextOptions:
     def _compute(self, facts: FlowFacts, invert: bool) -> tuple[str, ...]:
         flow = facts.flow
         out = [fn(flow, invert) for fn in self._label_fns]
-        if self._source:
-            out.append(self._context(flow, "source", facts.direction, invert))
-        if self._destination:
-            out.append(self._context(flow, "destination", facts.direction, invert))
+        if self._source or self._destination:
+            source = self._context(flow, "source", facts.direction)
+            destination = self._context(flow, "destination", facts.direction)
+            if invert:  # Hubble swaps the two values, each computed with its own side's options
+                source, destination = destination, source
+            if self._source:
+                out.append(source)
+            if self._destination:
+                out.append(destination)
         return tuple(out)
 
-    def _context(self, flow: Flow, side: str, direction: int, invert: bool) -> str:
+    def _context(self, flow: Flow, side: str, direction: int) -> str:
         by_direction = self._ids[side]
         fns = by_direction.get(direction) or by_direction.get(0, ())
-        is_source = (side == "source") != invert
+        is_source = side == "source"
         ep = flow.source if is_source else flow.destination
         for fn in fns:
             value = fn(ep, flow, is_source)

@@ -12,6 +12,7 @@ from hubble_bridge.mapping.metrics.families.icmp import IcmpFamily
 from hubble_bridge.mapping.metrics.families.kafka import KafkaFamily
 from hubble_bridge.mapping.metrics.families.policy import PolicyFamily
 from hubble_bridge.mapping.metrics.families.port_distribution import PortDistributionFamily
+from hubble_bridge.mapping.metrics.families.service_graph import ServiceGraphFamily
 from hubble_bridge.mapping.metrics.families.sidecar_bytes import SidecarBytesFamily
 from hubble_bridge.mapping.metrics.families.tcp import TcpFamily
 from hubble_bridge.mapping.metrics.options import CONTEXT_OPTION_KEYS, ContextOptions, parse_metric_list
@@ -31,6 +32,7 @@ FAMILIES: dict[str, type[Family]] = {
         PolicyFamily,
         FlowsToWorldFamily,
         SidecarBytesFamily,
+        ServiceGraphFamily,
     )
 }
 

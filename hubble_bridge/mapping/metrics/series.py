@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
+from hubble_bridge.mapping.metrics.expo import ExponentialAccumulator
 from hubble_bridge.telemetry import (
     Exemplar,
     HistogramPoint,
@@ -119,6 +120,13 @@ class Histogram(_Series):
         # Latest exemplar per bucket per series, only for series that ever had one, as
         # (value, time_ns, trace_id): an Exemplar is built only for snapshots, not for every flow.
         self.exemplars: dict[tuple[str, ...] | None, list[tuple[float, int, bytes] | None]] = {}
+        # Base-2 exponential buckets per series, beside the explicit ones, once use_exponential is called.
+        self.exponential: dict[tuple[str, ...] | None, ExponentialAccumulator] | None = None
+
+    def use_exponential(self) -> None:
+        """Also record every observation in base-2 exponential buckets (OTLP's exponential histogram)."""
+        if self.exponential is None:
+            self.exponential = {}
 
     def observe(self, key: tuple[str, ...], value: float, trace_id: bytes = b"", time_ns: int = 0) -> None:
         bucket = bisect_left(self.bounds, value)
@@ -129,6 +137,11 @@ class Histogram(_Series):
             cell = self.points[series_key]
         cell[bucket] += 1
         cell[-1] += value
+        if self.exponential is not None:
+            accumulator = self.exponential.get(series_key)
+            if accumulator is None:
+                accumulator = self.exponential[series_key] = ExponentialAccumulator()
+            accumulator.record(value)
         if trace_id:
             slots = self.exemplars.get(series_key)
             if slots is None:
@@ -150,7 +163,11 @@ class Histogram(_Series):
         for key, cell in self.points.items():
             buckets = [int(c) for c in cell[:-1]]
             exemplars = [Exemplar(*e) for e in self.exemplars.get(key, ()) if e is not None]
-            points.append(HistogramPoint(self._attributes(key), sum(buckets), cell[-1], buckets, exemplars))
+            point = HistogramPoint(self._attributes(key), sum(buckets), cell[-1], buckets, exemplars)
+            if self.exponential is not None:
+                accumulator = self.exponential.get(key)
+                point.exponential = (accumulator or ExponentialAccumulator()).buckets()
+            points.append(point)
         points.sort(key=lambda p: p.attributes == OVERFLOW_ATTRIBUTES)
         return MetricFamily(
             self.name, self.description, self.unit, MetricKind.HISTOGRAM, points, start_time_ns, self.bounds

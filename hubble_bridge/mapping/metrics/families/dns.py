@@ -27,12 +27,12 @@ class DnsFamily(Family):
         ctx = context.label_names
         query = ("query",) if self.include_query else ()
         labels = (*ctx, "rcode", "qtypes", "ips_returned", *query)
-        self.queries = Counter("hubble.dns_queries", "Number of DNS queries observed", labels, limit)
-        self.responses = Counter("hubble.dns_responses", "Number of DNS responses observed", labels, limit)
+        # One help text for all three, as Hubble writes them (cilium pkg/hubble/metrics/dns/handler.go).
+        help_text = "Number of DNS queries observed"
+        self.queries = Counter("hubble.dns_queries", help_text, labels, limit)
+        self.responses = Counter("hubble.dns_responses", help_text, labels, limit)
         type_labels = (*ctx, "type", "qtypes", *query)
-        self.response_types = Counter(
-            "hubble.dns_response_types", "Number of DNS response types", type_labels, limit
-        )
+        self.response_types = Counter("hubble.dns_response_types", help_text, type_labels, limit)
 
     def handler(self, kind: FlowFacts) -> Handler | None:
         if kind.l7_kind != "dns":

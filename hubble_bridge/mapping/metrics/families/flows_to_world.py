@@ -3,7 +3,9 @@
 Flows whose destination carries the reserved:world label (or its per-family
 variants). Options: `any-drop` counts every drop, not only policy drops;
 `port` adds the destination port; `syn-only` counts only TCP SYNs that are
-not replies (one per connection).
+not replies (one per connection). As Hubble's handler (cilium
+pkg/hubble/metrics/flows-to-world/handler.go), a flow without an event type is
+not counted, even where the other families infer one.
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ class FlowsToWorldFamily(Family):
         # Cheapest test first: the destination is the costliest read of all.
         def count(facts: FlowFacts) -> None:
             flow = facts.flow
+            if not flow.HasField("event_type"):
+                return
             if policy_drops_only and flow.drop_reason_desc != POLICY_DENIED:
                 return
             if syn_only and not facts.l4.flags.SYN:

@@ -1,4 +1,9 @@
-"""`kafka`: hubble_kafka_requests_total and hubble_kafka_request_duration_seconds (REQUEST flows)."""
+"""`kafka`: hubble_kafka_requests_total and hubble_kafka_request_duration_seconds (REQUEST flows).
+
+As in cilium pkg/hubble/metrics/kafka/handler.go, `error_code` is Go's string(int32) of the
+code, a one-character string ("\\x00" for no error), and the duration's help text is the HTTP
+one: series and dashboards match Hubble's.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,8 @@ class KafkaFamily(Family):
         self.requests = Counter("hubble.kafka_requests", "Count of Kafka requests", labels, limit)
         self.duration = Histogram(
             "hubble.kafka_request_duration",
-            "Quantiles of Kafka request duration in seconds",
+            # sic: Hubble's own help text here (cilium pkg/hubble/metrics/kafka/handler.go)
+            "Quantiles of HTTP request duration in seconds",
             (*ctx, "topic", "api_key", "reporter"),
             limit,
             PROMETHEUS_DEFAULT_BUCKETS,
@@ -39,11 +45,18 @@ class KafkaFamily(Family):
             ctx = () if context is None else context.values(facts)
             topic = kafka.topic
             api_key = kafka.api_key
-            # Hubble formats error_code with Go's string(int32), i.e. as a rune; the number is what is meant.
-            inc((*ctx, topic, api_key, str(kafka.error_code), reporter))
+            inc((*ctx, topic, api_key, go_rune(kafka.error_code), reporter))
             observe((*ctx, topic, api_key, reporter), l7.latency_ns / 1e9)
 
         return count
 
     def series(self) -> list[Series]:
         return [self.requests, self.duration]
+
+
+def go_rune(code: int) -> str:
+    """Go's string(int32(code)), which Hubble applies to error_code: the character with that code
+    point (0 is "\\x00", 3 is "\\x03"), U+FFFD for a negative, surrogate or too large value."""
+    if code < 0 or code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+        return "\ufffd"
+    return chr(code)
