@@ -465,6 +465,11 @@ def test_service_graph_is_on_by_default_and_follows_the_bridge_defaults() -> Non
     assert bare["metrics"]["families"][-1] == "service-graph"
     off = bridge_config(validated({"serviceGraph": {"enabled": False}}))
     assert "families" not in off.get("metrics", {})  # the bridge's own defaults, without the family
+    # Node mode: each bridge sees one node, so it is off unless asked for (it would count twice).
+    node = bridge_config(validated({"mode": "node"}))
+    assert "families" not in node.get("metrics", {})
+    asked = bridge_config(validated({"mode": "node", "serviceGraph": {"enabled": True}}))
+    assert asked["metrics"]["families"][-1] == "service-graph:dimensions=namespace"
     # Other metrics settings keep the family; an explicit list is used as given.
     limit = bridge_config(validated({"config": {"metrics": {"cardinality_limit": 500}}}))["metrics"]
     assert limit["cardinality_limit"] == 500 and limit["families"][-1].startswith("service-graph")

@@ -132,7 +132,11 @@ settings (source address, listen ports) are flags, which take precedence over th
 {{- $_ := set $managed "leader_election" (dict "enabled" true "lease_name" (include "hubble-otlp.leaseName" .) "lease_duration_s" $le.leaseDurationSeconds "renew_deadline_s" $le.renewDeadlineSeconds "retry_period_s" $le.retryPeriodSeconds) }}
 {{- end }}
 {{- $config := deepCopy .Values.config }}
-{{- if .Values.serviceGraph.enabled }}
+{{- $serviceGraph := .Values.serviceGraph.enabled }}
+{{- if kindIs "invalid" $serviceGraph }}
+{{- $serviceGraph = eq .Values.mode "relay" }}
+{{- end }}
+{{- if $serviceGraph }}
 {{- $metrics := get $config "metrics" | default dict }}
 {{- if not (hasKey $metrics "families") }}
 {{- $family := "service-graph" }}
