@@ -415,3 +415,25 @@ def total_of(received: object) -> float:
 def latest_total(receiver: OtlpReceiver) -> float:
     requests = receiver.requests("metrics")
     return total_of(requests[-1]) if requests else -1
+
+
+def test_the_parents_own_counters_stay_cumulative_under_lowmemory() -> None:
+    """worker_restarts is read from the parent, like the hubble_otlp.* self-metrics: under the spec's
+    lowmemory preference such (asynchronous) counters stay cumulative (sinks/otlp_temporality.py)."""
+    from types import SimpleNamespace
+
+    from hubble_bridge.scaleout.run import collect
+    from hubble_bridge.sinks.otlp_temporality import wants_delta
+    from hubble_bridge.telemetry import MetricsSnapshot
+
+    scale = SimpleNamespace(  # collect() reads only these of a ScaleOut
+        merged=lambda: MetricsSnapshot(resource=(), time_ns=2, families=[]),
+        workers=2,
+        assignment=lambda: {"a": 0},
+        start_time_ns=1,
+        restarts=3,
+    )
+    families = {f.name: f for f in collect(scale).families}  # type: ignore[arg-type]
+    restarts = families["hubble_otlp.scaleout.worker_restarts"]
+    assert restarts.points[0].value == 3
+    assert not wants_delta("lowmemory", restarts) and wants_delta("delta", restarts)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hubble_bridge import __version__
+from hubble_bridge.backoff import backoff_s
 from hubble_bridge.config import BridgeConfig
 from hubble_bridge.errors import ConfigError
 from hubble_bridge.mapping.merge import SnapshotMerger
@@ -30,6 +31,8 @@ from hubble_bridge.sources.peers import PeerWatcher, StreamSpec
 from hubble_bridge.telemetry import MetricsSnapshot, make_resource
 
 log = logging.getLogger("hubble_bridge.scaleout")
+# The first restart of a dead worker waits this long, doubling per consecutive death (backoff_s).
+RESTART_BACKOFF_INITIAL_S = 0.5
 
 
 @dataclass(eq=False)
@@ -232,7 +235,7 @@ class ScaleOut:
         if self._stopping:
             return
         worker.failures += 1
-        delay = min(self.settings.restart_backoff_max_s, 0.5 * 2 ** (worker.failures - 1))
+        delay = backoff_s(worker.failures, RESTART_BACKOFF_INITIAL_S, self.settings.restart_backoff_max_s)
         log.warning("worker %d exited (code %s); restarting in %.1fs", worker.index, code, delay)
         worker.restart_at = time.monotonic() + delay
 

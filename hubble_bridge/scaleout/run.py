@@ -80,6 +80,6 @@ def collect(scale: ScaleOut) -> MetricsSnapshot:
         MetricFamily("hubble_otlp.scaleout.streams", "Flow streams each worker reads.", "1",
                      MetricKind.GAUGE, streams, start),
         MetricFamily("hubble_otlp.scaleout.worker_restarts", "Worker processes restarted after they died.",
-                     "1", MetricKind.COUNTER, [NumberPoint((), scale.restarts)], start),
+                     "1", MetricKind.COUNTER, [NumberPoint((), scale.restarts)], start, observed=True),
     ]  # fmt: skip
     return snapshot
