@@ -114,7 +114,9 @@ class BridgeConfig:
         if self.export.retry_max_s < 0 or self.export.shutdown_timeout_s < 0:
             problems.append("export: retry_max_s and shutdown_timeout_s must not be negative")
         if not (self.export.otlp or self.export.output_file or self.metrics_listen or self.export.console):
-            problems.append("export: nothing to export to (enable otlp, output_file or metrics_listen)")
+            problems.append(
+                "export: nothing to export to (enable otlp, output_file, metrics_listen or console)"
+            )
         for key in ("otlp_signals", "console"):
             unknown = [s for s in getattr(self.export, key) if s not in SIGNALS]
             if unknown:
