@@ -17,6 +17,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from hubble_bridge.errors import BridgeError
 
@@ -95,3 +96,16 @@ def require_bpf() -> ModuleType:
     if problem is not None:
         raise SidecarUnavailable(f"sidecar: {problem}")
     return import_bcc()
+
+
+def per_cpu_counters(table: Any, names: tuple[str, ...] | list[str]) -> dict[str, int]:
+    """A BPF per-CPU array of counters, slot i named names[i], each summed over the CPUs."""
+    return {name: sum(table[table.Key(i)]) for i, name in enumerate(names)}
+
+
+def program_fds(bpf: Any) -> dict[str, int]:
+    """{program name: its file descriptor} for every program a BPF object loaded."""
+    return {
+        (name.decode() if isinstance(name, bytes) else name): function.fd
+        for name, function in bpf.funcs.items()
+    }

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from hubble_bridge.sidecar.bccload import program_source
+from hubble_bridge.sidecar.bccload import per_cpu_counters, program_source
 from hubble_bridge.sidecar.features import ProbeState, ProbeStatus
 from hubble_bridge.sidecar.records import IPPROTO_TCP, IPPROTO_UDP
 from hubble_bridge.sidecar.xdp import captured_stderr
@@ -173,8 +173,7 @@ class PacketCapture:
     def counters(self) -> dict[str, int]:
         if self._bpf is None:
             return {}
-        table = self._bpf[b"l7_stats"]
-        counted = {name: sum(table[table.Key(i)]) for i, name in enumerate(STAT_NAMES)}
+        counted = per_cpu_counters(self._bpf[b"l7_stats"], STAT_NAMES)
         counted["packets_dropped"] = self.dropped
         return counted
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from hubble_bridge.sidecar.bccload import per_cpu_counters, program_fds, program_source
 from hubble_bridge.sidecar.features import (
     ProbeState,
     ProbeStatus,
@@ -107,7 +107,7 @@ class TcpCapture:
             f"-DRETRANS_MAP_SIZE={self.retransmit_map_size}",
             f"-DRINGBUF_PAGES={self._ringbuf_pages}",
         ]
-        source = resources.files("hubble_bridge.sidecar").joinpath("tcp_life.c").read_text()
+        source = program_source("tcp_life.c")
         try:
             with captured_stderr() as noise:
                 self._bpf = self._bcc.BPF(text=source.encode(), cflags=flags + sizes)
@@ -215,8 +215,7 @@ class TcpCapture:
     def counters(self) -> dict[str, int]:
         if self._bpf is None:
             return {}
-        table = self._bpf[b"tcp_stats"]
-        return {name: sum(table[table.Key(i)]) for i, name in enumerate(STAT_NAMES)}
+        return per_cpu_counters(self._bpf[b"tcp_stats"], STAT_NAMES)
 
     def newly_lost(self) -> int:
         """Events the ring buffer had no room for since the last call."""
@@ -231,14 +230,10 @@ class TcpCapture:
     def program_fds(self) -> dict[str, int]:
         if self._bpf is None:
             return {}
-        return {_text(name): function.fd for name, function in self._bpf.funcs.items()}
+        return program_fds(self._bpf)
 
     def close(self) -> None:
         if self._bpf is not None:
             with contextlib.suppress(Exception):
                 self._bpf.cleanup()
             self._bpf = None
-
-
-def _text(name: str | bytes) -> str:
-    return name.decode() if isinstance(name, bytes) else name

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from hubble_bridge.sidecar.bccload import program_source
+from hubble_bridge.sidecar.bccload import per_cpu_counters, program_fds, program_source
 from hubble_bridge.sidecar.features import ProbeState, ProbeStatus
 from hubble_bridge.sidecar.records import MonotonicClock, command
 from hubble_bridge.sidecar.xdp import captured_stderr
@@ -227,8 +227,7 @@ class TlsCapture:
     def counters(self) -> dict[str, int]:
         if self._bpf is None:
             return {}
-        table = self._bpf[b"tls_stats"]
-        counted = {name: sum(table[table.Key(i)]) for i, name in enumerate(STAT_NAMES)}
+        counted = per_cpu_counters(self._bpf[b"tls_stats"], STAT_NAMES)
         counted["plaintext_unresolved"] = self.unresolved
         return counted
 
@@ -245,10 +244,7 @@ class TlsCapture:
     def program_fds(self) -> dict[str, int]:
         if self._bpf is None:
             return {}
-        return {
-            (name.decode() if isinstance(name, bytes) else name): function.fd
-            for name, function in self._bpf.funcs.items()
-        }
+        return program_fds(self._bpf)
 
     def close(self) -> None:
         if self._bpf is not None:

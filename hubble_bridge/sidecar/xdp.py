@@ -8,10 +8,10 @@ import os
 import socket
 import tempfile
 from collections.abc import Iterator
-from importlib import resources
 from types import ModuleType
 from typing import Any
 
+from hubble_bridge.sidecar.bccload import per_cpu_counters, program_source
 from hubble_bridge.sidecar.bpfsys import XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, link_xdp
 from hubble_bridge.sidecar.features import ProbeState, ProbeStatus
 from hubble_bridge.sidecar.records import MonotonicClock, XdpSample, address
@@ -52,7 +52,7 @@ class XdpCapture:
     def start(self) -> list[ProbeStatus]:
         """Compile and attach; one status per interface. Never raises for one interface's failure."""
         bpf_class = self._bcc.BPF
-        source = resources.files("hubble_bridge.sidecar").joinpath("xdp_flows.c").read_text()
+        source = program_source("xdp_flows.c")
         try:
             with captured_stderr():
                 self._bpf = bpf_class(text=source.encode(), cflags=[f"-DMAP_SIZE={self.map_size}"])
@@ -153,8 +153,7 @@ class XdpCapture:
     def counters(self) -> dict[str, int]:
         if self._bpf is None:
             return {}
-        table = self._bpf[b"xdp_stats"]
-        return {name: sum(table[table.Key(i)]) for i, name in enumerate(STAT_NAMES)}
+        return per_cpu_counters(self._bpf[b"xdp_stats"], STAT_NAMES)
 
     def program_fds(self) -> dict[str, int]:
         return {PROGRAM: self._function.fd} if self._function is not None and self.attached else {}
