@@ -200,7 +200,8 @@ def parse_key_values(text: str | list[str], path: str, errors: list[str]) -> dic
             continue
         key, sep, val = item.partition("=")
         if not sep or not key.strip():
-            errors.append(f"{path}: item {number} is not KEY=VALUE")  # unquoted: it may hold a secret
+            # Not quoted: the item may be a header with its credential ("Authorization Bearer ...").
+            errors.append(f"{path}: item {number} is not key=value")
             continue
         out[key.strip()] = val.strip()
     return out

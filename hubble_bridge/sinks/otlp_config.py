@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
+from hubble_bridge.configload import parse_key_values
 from hubble_bridge.errors import ConfigError
 from hubble_bridge.sinks.otlp_temporality import TEMPORALITIES, Temporality
 
@@ -284,17 +285,7 @@ def _read_env(environ: Mapping[str, str], prefix: str, errors: list[str]) -> dic
 
 def parse_encoded_pairs(text: str, where: str, errors: list[str]) -> dict[str, str]:
     """`k=v,k2=v2` with URL-encoded keys and values: OTEL_EXPORTER_OTLP_HEADERS, OTEL_RESOURCE_ATTRIBUTES."""
-    headers: dict[str, str] = {}
-    for number, item in enumerate(text.split(","), 1):
-        if not item.strip():
-            continue
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            # Not quoted: the item may be a header with its credential ("Authorization Bearer ...").
-            errors.append(f"{where}: item {number} is not key=value")
-            continue
-        headers[unquote(key.strip())] = unquote(value.strip())
-    return headers
+    return {unquote(key): unquote(value) for key, value in parse_key_values(text, where, errors).items()}
 
 
 def mask_url(url: str) -> str:
