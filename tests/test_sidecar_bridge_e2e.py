@@ -41,19 +41,24 @@ def test_bridge_maps_sidecar_flows_with_byte_and_packet_counters() -> None:
     sidecar = CliProcess("sidecar", "--interface", "lo", "--listen", f"127.0.0.1:{port}", "--interval", "0.5")
     try:
         sidecar.wait_for_line(r"flows every .* on 127\.0\.0\.1")
-        with OtlpReceiver() as receiver:
-            bridge = CliProcess(
-                "bridge", "--relay", f"127.0.0.1:{port}", "--otlp-endpoint", receiver.grpc_endpoint,
-                "--otlp-insecure", env={"OTEL_METRIC_EXPORT_INTERVAL": "300"},
-            )  # fmt: skip
+        # The bridge is killed on the way out if an assertion fails first.
+        with OtlpReceiver() as receiver, CliProcess(
+            "bridge", "--relay", f"127.0.0.1:{port}", "--otlp-endpoint", receiver.grpc_endpoint,
+            "--otlp-insecure", env={"OTEL_METRIC_EXPORT_INTERVAL": "300"},
+        ) as bridge:  # fmt: skip
             bridge.wait_for_line("connected to")
             target = ("127.0.0.1", free_port())  # nobody listens: only our datagrams go there
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
                 for _ in range(DATAGRAMS):
                     sock.sendto(b"x" * PAYLOAD, target)
-            assert receiver.wait_for(
+            counted = receiver.wait_for(
                 lambda: udp_counter(receiver, "hubble_otlp.sidecar.flow.packets") >= DATAGRAMS, timeout=60
-            ), bridge.output + sidecar.output
+            )
+            seen = [  # what the receiver holds, for a failure to say
+                (attrs(p.attributes), p.as_int)
+                for p in latest_points(receiver, "hubble_otlp.sidecar.flow.packets")
+            ]
+            assert counted, f"{seen}\n{bridge.output}\n{sidecar.output}"
             assert udp_counter(receiver, "hubble_otlp.sidecar.flow.bytes") >= DATAGRAMS * (
                 PAYLOAD + IP_UDP_HEADERS
             )
