@@ -16,7 +16,9 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
-from hubble_bridge.api import observer_pb2
+from google.protobuf.message import DecodeError
+
+from hubble_bridge.api import keys_pb2, observer_pb2
 from hubble_bridge.backoff import backoff_s
 from hubble_bridge.errors import BridgeError, ConfigError
 from hubble_bridge.filters import filters_from_json
@@ -26,11 +28,12 @@ from hubble_bridge.sources.relay import FlowStream, RelayClient, build_request, 
 log = logging.getLogger(__name__)
 
 GetFlowsResponse = observer_pb2.GetFlowsResponse
+EventKey = keys_pb2.EventKey
 DEDUPE_WINDOW_NS = 5_000_000_000
 FUTURE_LIMIT_NS = 3600 * 1_000_000_000  # Relay merges node streams in time order within a small window
 
 
-def event_key(response: GetFlowsResponse) -> object:
+def event_key(response: GetFlowsResponse | EventKey) -> object:
     """What tells an event from any other: the flow's uuid, else a tuple of what identifies it.
 
     The uuid is the key itself (a str never equals the tuples); it is read first because it is
@@ -59,6 +62,22 @@ def event_key(response: GetFlowsResponse) -> object:
             f.l7.type,
         )
     return (event_time_ns(response), response.node_name, response.SerializeToString(deterministic=True))
+
+
+def decode_event_key(data: bytes) -> EventKey | GetFlowsResponse | None:
+    """What the dedupe reads of an event's bytes; None when protobuf refuses them.
+
+    Usually the EventKey view (time and uuid only: half the cost of a full decode in the reader
+    process, which never maps the event). An event the view cannot key by uuid (not a flow, or a
+    flow without one) is decoded in full, as event_key then reads more of it.
+    """
+    try:
+        view = EventKey.FromString(data)
+    except DecodeError:
+        return None
+    if view.flow.uuid:
+        return view
+    return lenient_decode(data)
 
 
 class ResilientRelaySource:
@@ -137,7 +156,8 @@ class ResilientRelaySource:
                 try:
                     for response in stream:
                         attempt = 0
-                        event = lenient_decode(response) if raw else response  # type: ignore[arg-type]
+                        # Raw bytes are mapped (and decoded in full) elsewhere: here only their key is read.
+                        event = decode_event_key(response) if raw else response  # type: ignore[arg-type]
                         if event is None:
                             self._invalid += 1
                             continue
@@ -190,7 +210,7 @@ class ResilientRelaySource:
         except BridgeError as exc:  # a bare Hubble server has no GetNodes: not a reason to stop
             log.debug("GetNodes on %s: %s", self.target, exc)
 
-    def _seen(self, response: GetFlowsResponse) -> bool:
+    def _seen(self, response: GetFlowsResponse | EventKey) -> bool:
         # Runs for every event: the common case (a flow with a uuid, the response time set) reads
         # three fields.
         stamp = response.time
