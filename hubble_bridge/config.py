@@ -60,7 +60,10 @@ class ExportConfig:
     flush_interval_s: float = 5.0  # spans and logs (OTEL_BSP_SCHEDULE_DELAY)
     metric_interval_s: float = 15.0  # OTEL_METRIC_EXPORT_INTERVAL
     max_batch: int = 2048  # spans or logs in one export request
-    queue_batches: int = 64  # source-to-mapping buffer, in batches of 512 events
+    # Source-to-mapping buffer, in batches of 512 events. Full whenever the source outpaces the mapping
+    # (Relay is then slowed by flow control): 16 (~9 MB of events) holds 0.2 s at 45k flows/s; 64 cost
+    # 50 MB more peak RSS and no throughput (docs/performance.md).
+    queue_batches: int = 16
     export_queue: int = 16  # export requests waiting for the exporter
     # When the backend is slow or down and the queues are full: "block" slows the flow stream down (gRPC
     # flow control reaches Relay) and retries each batch for up to retry_max_s; "drop_oldest" keeps the
