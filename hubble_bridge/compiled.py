@@ -13,6 +13,8 @@ from importlib.machinery import EXTENSION_SUFFIXES
 HOT = (
     "hubble_bridge.pipeline",
     "hubble_bridge.sources.resilient",
+    "hubble_bridge.sources.relay",
+    "hubble_bridge.sources.reader_process",
     "hubble_bridge.mapping.limits",
     "hubble_bridge.mapping.logs",
     "hubble_bridge.mapping.redact",
