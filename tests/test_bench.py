@@ -35,9 +35,9 @@ def test_bench_prints_a_table_and_a_json_line_with_every_key(capsys: pytest.Capt
     for key in RATES:
         assert isinstance(result[key], float) and result[key] > 0, key
     assert 0 < result["rss_mb"] < 2048
-    # CPU per event: the pipeline's own threads, and the e2e bridge with its reader process. A whole
-    # second per event would mean the division is wrong, not a slow machine.
-    for key in ("pipeline_us_per_flow", "e2e_cpu_us_per_flow"):
+    # CPU per event: gRPC reading alone, the pipeline's own threads, and the e2e bridge with its reader
+    # process. A whole second per event would mean the division is wrong, not a slow machine.
+    for key in ("receive_cpu_us_per_flow", "pipeline_us_per_flow", "e2e_cpu_us_per_flow"):
         assert isinstance(result[key], float) and 0 < result[key] < 1e6, key
     # Both converts ran to the end on the same file (a failed one raises); the ratio is theirs.
     assert isinstance(result["convert_over_naive"], float) and result["convert_over_naive"] > 0
@@ -52,6 +52,7 @@ def test_bench_prints_a_table_and_a_json_line_with_every_key(capsys: pytest.Capt
     assert "pipeline_per_s / naive_per_s" in table
     assert "400 JSON lines, whole process: convert" in table  # the convert comparison's note
     assert "e2e_cpu_us_per_flow = " in table and "target <= 18" in table
+    assert "e2e floor = receive_cpu_us_per_flow + pipeline_us_per_flow = " in table
 
 
 def test_bench_without_json_prints_only_the_table(capsys: pytest.CaptureFixture[str]) -> None:

@@ -35,6 +35,7 @@ KEYS = (
     "naive_per_s",
     "rss_mb",
     "scale_2_streams",
+    "receive_cpu_us_per_flow",
     "pipeline_us_per_flow",
     "e2e_cpu_us_per_flow",
     "convert_over_naive",
@@ -104,6 +105,10 @@ def _measure(run: _Run, frames: list[bytes], address: str, send_rate: Any) -> No
     # The best of two reads: the first also pays for connection and flow-control window warm-up.
     v["receive_limit_per_s"] = max(measure.receive_rate(address, count) for _ in range(2))
     notes["receive_limit_per_s"] = "bridge's gRPC client reading the stream, nothing else (best of 2)"
+    v["receive_cpu_us_per_flow"] = min(measure.receive_cpu_us(address, count) for _ in range(2))
+    notes["receive_cpu_us_per_flow"] = (
+        "CPU of that client reading raw bytes, as the reader process does (best of 2)"
+    )
     v["source_per_s"] = send_rate(count)
     v["pipeline_per_s"], v["pipeline_us_per_flow"] = measure.pipeline_run(frames)
     notes["pipeline_per_s"] = "decode, map, aggregate, encode OTLP; in process, no network"
@@ -200,4 +205,15 @@ def _table(run: _Run, flows: int, l7: int, source_kind: str) -> str:
             lines.append(f"{what} = {value:.2f} ({verdict} the target {sense} {target:g})")
     if v["e2e_per_s"] and v["receive_limit_per_s"]:
         lines.append(f"e2e_per_s / receive_limit_per_s = {v['e2e_per_s'] / v['receive_limit_per_s']:.2f}")
+    if v["receive_cpu_us_per_flow"] and v["pipeline_us_per_flow"]:
+        # Each part measured alone, nothing else running: e2e_cpu_us_per_flow cannot go under their sum.
+        floor = v["receive_cpu_us_per_flow"] + v["pipeline_us_per_flow"]
+        lines.append(
+            f"e2e floor = receive_cpu_us_per_flow + pipeline_us_per_flow = {floor:.1f} us"
+            + (
+                f"; e2e_cpu_us_per_flow is {v['e2e_cpu_us_per_flow'] / floor:.2f}x it"
+                if v["e2e_cpu_us_per_flow"]
+                else ""
+            )
+        )
     return "\n".join(lines) + "\n"

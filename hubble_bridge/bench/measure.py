@@ -55,6 +55,22 @@ def receive_rate(address: str, count: int) -> float:
         client.close()
 
 
+def receive_cpu_us(address: str, count: int) -> float:
+    """CPU per event of the bridge's gRPC client reading raw bytes, as the reader process reads them.
+
+    Nothing is done with the bytes: this is what grpcio's own iteration costs (every thread of this
+    process counted, gRPC's included), the part of e2e_cpu_us_per_flow no code of ours can remove.
+    """
+    client = RelayClient(address)
+    try:
+        stream = client.get_flows(build_request(number=count, first=True), raw=True)
+        cpu = time.process_time()
+        got = sum(1 for _ in stream)
+        return 1e6 * (time.process_time() - cpu) / max(got, 1)
+    finally:
+        client.close()
+
+
 class FrameSource:
     """Serialized events in batches, as the reader process hands them over; the Bridge decodes them."""
 
