@@ -78,6 +78,24 @@ def test_close_stops_the_child_and_ends_iteration_quietly(relay: CliProcess) -> 
     assert not source.connected.is_set()
 
 
+@pytest.mark.parametrize(("set_by_user", "expected"), [(None, "2"), ("4", "4")])
+def test_the_child_caps_malloc_arenas_unless_the_user_did(
+    relay: CliProcess, monkeypatch: pytest.MonkeyPatch, set_by_user: str | None, expected: str
+) -> None:
+    if set_by_user is None:
+        monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    else:
+        monkeypatch.setenv("MALLOC_ARENA_MAX", set_by_user)
+    source = ReaderProcessSource(SourceConfig(relay=relay.address, number=FLOWS))  # type: ignore[attr-defined]
+    batches = source.batches()
+    next(batches)  # the child runs and reads
+    environ = Path(f"/proc/{source._process.pid}/environ").read_bytes().split(b"\0")
+    source.close()
+    for _ in batches:
+        pass
+    assert f"MALLOC_ARENA_MAX={expected}".encode() in environ
+
+
 def assert_a_killed_child_is_one_clear_error(source: ReaderProcessSource, where: str) -> None:
     """Kill the child after its first batch: the next read raises one line naming the source."""
     batches = source.batches()

@@ -3,7 +3,9 @@
 On stream loss it reconnects with exponential backoff and jitter, asks Relay
 for `since` = a little before the last event time it saw, and drops events it
 has already delivered (by uuid, else by a hash of time, node and 5-tuple), so
-nothing is lost or doubled while Relay's buffer still holds the flows.
+nothing is lost or doubled while Relay's buffer still holds the flows. It
+remembers at most MAX_KEYS events, whatever the rate; a resume then starts after
+the newest one it forgot.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ log = logging.getLogger(__name__)
 GetFlowsResponse = observer_pb2.GetFlowsResponse
 EventKey = keys_pb2.EventKey
 DEDUPE_WINDOW_NS = 5_000_000_000
+# Keys the dedupe remembers at most, whatever the rate: ~200 bytes each, so ~20 MB. At 50k flows/s the
+# time window alone would keep 500 000 (10 s of them, ~100 MB). Past it the oldest are forgotten, and a
+# resume asks for nothing at or before the newest forgotten time: all it replays is remembered.
+MAX_KEYS = 100_000
 FUTURE_LIMIT_NS = 3600 * 1_000_000_000  # Relay merges node streams in time order within a small window
 
 
@@ -88,6 +94,7 @@ class ResilientRelaySource:
         on_reconnect: Callable[[], None] | None = None,
         max_backoff_s: float = 30.0,
         raw: bool = False,
+        max_keys: int = MAX_KEYS,
     ) -> None:
         cfg = source_config
         self.target: str = cfg.relay  # type: ignore[attr-defined]
@@ -108,6 +115,8 @@ class ResilientRelaySource:
         self._future_limit_ns = 0  # now + FUTURE_LIMIT_NS, refreshed only when a time passes it
         self._recent: deque[tuple[int, object]] = deque()
         self._recent_keys: set[object] = set()
+        self._max_keys = max_keys
+        self._forgotten_ns = 0  # the newest time among keys forgotten for MAX_KEYS
         self.duplicates = 0
         self._invalid = 0  # messages earlier streams carried that protobuf could not decode
         self._stream: FlowStream | None = None  # the open stream, which counts its own
@@ -142,7 +151,7 @@ class ResilientRelaySource:
                     follow=not self._first,
                     number=0 if resumed else self._number,
                     first=bool(self._first) and not resumed,
-                    since_ns=self._last_ns - DEDUPE_WINDOW_NS if resumed else self._since_ns,
+                    since_ns=self.resume_since_ns() if resumed else self._since_ns,
                     until_ns=None,
                     whitelist=self._whitelist,
                     blacklist=self._blacklist,
@@ -231,7 +240,19 @@ class ResilientRelaySource:
                 recent = self._recent
                 while recent[0][0] < horizon:
                     recent_keys.discard(recent.popleft()[1])
+        if len(recent_keys) > self._max_keys:
+            forgotten, old_key = self._recent.popleft()
+            recent_keys.discard(old_key)
+            # Never past the resume point: a far-future time forgotten must not skip the whole replay.
+            forgotten = min(forgotten, self._last_ns)
+            if forgotten > self._forgotten_ns:
+                self._forgotten_ns = forgotten
         return False
+
+    def resume_since_ns(self) -> int:
+        """Where a resumed stream starts: the window before the last event time, but after every time
+        whose keys were forgotten (MAX_KEYS), so that each event replayed is one the dedupe remembers."""
+        return max(self._last_ns - DEDUPE_WINDOW_NS, self._forgotten_ns + 1)
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
