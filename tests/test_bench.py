@@ -173,3 +173,54 @@ def test_naive_json_design_makes_the_same_spans_as_the_protobuf_one() -> None:
     from_proto = _naive_spans(lambda n: [n.process(r) for r in responses], len(lines))
     assert len(from_json) == sum(1 for r in responses if r.HasField("flow"))
     assert from_json == from_proto
+
+
+def test_squeezed_times_run_that_many_times_faster_in_order() -> None:
+    from hubble_bridge.bench.longrun import squeeze_times
+    from hubble_bridge.flows.codec import event_time_ns
+
+    plain = list(generate_responses(500, seed=9))
+    squeezed = list(squeeze_times(generate_responses(500, seed=9), 25.0))
+    start = event_time_ns(plain[0])
+    for before, after in zip(plain, squeezed, strict=True):
+        assert event_time_ns(after) - start == pytest.approx((event_time_ns(before) - start) / 25, abs=1)
+        if before.flow.HasField("time"):
+            assert after.flow.time.ToNanoseconds() - start == (before.flow.time.ToNanoseconds() - start) // 25
+        after.ClearField("time")
+        after.flow.ClearField("time")
+        before.ClearField("time")
+        before.flow.ClearField("time")
+        assert after == before  # nothing but the times changed
+
+
+def test_longrun_rss_with_squeezed_times_reports_them() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hubble_bridge.bench.longrun",
+            "rss",
+            "--flows",
+            "2000",
+            "--time-squeeze",
+            "25",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["flows"] == 2000 and result["time_squeeze"] == 25.0 and result["rss_mb"] > 0
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "nan"])
+def test_longrun_rss_refuses_a_squeeze_that_is_not_above_zero(bad: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "hubble_bridge.bench.longrun", "rss", "--time-squeeze", bad],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "--time-squeeze must be a number above 0" in done.stderr
+    assert "Traceback" not in done.stderr
