@@ -6,8 +6,6 @@ must follow observer.GetFlowsResponse's and flow.Flow's field numbers, or it sil
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from google.protobuf.descriptor import Descriptor
 
@@ -16,6 +14,7 @@ from hubble_bridge.flows.codec import event_time_ns
 from hubble_bridge.generator import generate_responses
 from hubble_bridge.sources.files import read_events
 from hubble_bridge.sources.resilient import EventKey, decode_event_key, event_key
+from tests.conftest import flow_files
 
 GetFlowsResponse = observer_pb2.GetFlowsResponse
 
@@ -39,13 +38,8 @@ def test_the_view_has_the_numbers_names_and_types_of_the_real_messages(
             assert field.message_type.name == real.message_type.name + "Key"
 
 
-def _events(shared_flows: Path) -> list[GetFlowsResponse]:
-    recorded = list(read_events(sorted(shared_flows.glob("*.jsonl"))))
-    return recorded + list(generate_responses(2000, seed=3))
-
-
-def test_every_event_keys_and_times_as_its_full_decode(shared_flows: Path) -> None:
-    events = _events(shared_flows)
+def test_every_event_keys_and_times_as_its_full_decode() -> None:
+    events = list(read_events(flow_files())) + list(generate_responses(2000, seed=3))
     assert len(events) > 2000
     views = 0
     for response in events:

@@ -43,32 +43,36 @@ def decode_rate(frames: Sequence[bytes]) -> float:
     return _per_s(len(frames), time.perf_counter() - started)
 
 
-def receive_rate(address: str, count: int) -> float:
-    """The bridge's own client (RelayClient, decoded messages, nothing else done with them)."""
+def _read_stream(address: str, count: int, *, raw: bool) -> tuple[int, float, float]:
+    """The bridge's own client (RelayClient) reading `count` events and nothing else done with them.
+
+    Returns the events read, and the wall and CPU seconds (every thread of this process, gRPC's
+    included) from the stream's opening to its end.
+    """
     client = RelayClient(address)
     try:
-        stream = client.get_flows(build_request(number=count, first=True))
-        started = time.perf_counter()
+        stream = client.get_flows(build_request(number=count, first=True), raw=raw)
+        started, cpu = time.perf_counter(), time.process_time()
         got = sum(1 for _ in stream)
-        return _per_s(got, time.perf_counter() - started)
+        return got, time.perf_counter() - started, time.process_time() - cpu
     finally:
         client.close()
+
+
+def receive_rate(address: str, count: int) -> float:
+    """Events per second of the bridge's client, messages decoded by gRPC."""
+    got, seconds, _ = _read_stream(address, count, raw=False)
+    return _per_s(got, seconds)
 
 
 def receive_cpu_us(address: str, count: int) -> float:
     """CPU per event of the bridge's gRPC client reading raw bytes, as the reader process reads them.
 
-    Nothing is done with the bytes: this is what grpcio's own iteration costs (every thread of this
-    process counted, gRPC's included), the part of e2e_cpu_us_per_flow no code of ours can remove.
+    Nothing is done with the bytes: this is what grpcio's own iteration costs, the part of
+    e2e_cpu_us_per_flow no code of ours can remove.
     """
-    client = RelayClient(address)
-    try:
-        stream = client.get_flows(build_request(number=count, first=True), raw=True)
-        cpu = time.process_time()
-        got = sum(1 for _ in stream)
-        return 1e6 * (time.process_time() - cpu) / max(got, 1)
-    finally:
-        client.close()
+    got, _, cpu = _read_stream(address, count, raw=True)
+    return 1e6 * cpu / max(got, 1)
 
 
 class FrameSource:

@@ -2,10 +2,10 @@
 
 Reading a GetFlows stream costs a Python process 10-15 us per message (gRPC's
 own iteration, about 7 us of it; reading each event's key; dropping duplicates)
-and the mapping about as much again; under one GIL they add up. Here the child runs ResilientRelaySource (its
-reconnects, resume by time and dedupe unchanged) and sends the events' bytes, as
-received, in batches over a pipe; the bridge decodes each one right before
-mapping it. Counters, readiness and log lines come back with the batches.
+and the mapping about as much again; under one GIL they add up. Here the child
+runs ResilientRelaySource (its reconnects, resume by time and dedupe unchanged)
+and sends the events' bytes, as received, in batches over a pipe; the bridge
+decodes each one right before mapping it. Counters, readiness and log lines come back with the batches.
 
 Files (`convert`, a bridge over files not followed) go the same way: parsing a
 JSON line costs 20-30 us, more than mapping it, so the child runs FileSource
